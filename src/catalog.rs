@@ -1,0 +1,760 @@
+//! The namespace: inodes, directories, attributes and chunk maps, kept in memory and changed
+//! only through `Record`s, so that a live change and its replay from the journal are the same
+//! code (`apply`). No I/O and no keys here; `vault` persists the records this module emits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use crate::format::{self, Attr, ChunkRef, Id, Kind, Record, Time};
+
+pub const ROOT: u64 = 1;
+/// readdir cookies 1 and 2 are "." and ".."; entries start at 3.
+pub const FIRST_COOKIE: u64 = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogError {
+    NotFound,
+    Exists,
+    NotDir,
+    IsDir,
+    NotEmpty,
+    /// An argument POSIX calls invalid (rename into own subtree, unsupported flag, bad name).
+    Invalid,
+    NameTooLong,
+    /// Replayed metadata contradicts itself: the vault's metadata is damaged.
+    Corrupt(String),
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogError::Corrupt(m) => write!(f, "inconsistent metadata: {m}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+#[derive(Debug, Default)]
+pub struct Dir {
+    entries: BTreeMap<u64, (Vec<u8>, u64)>,
+    by_name: HashMap<Vec<u8>, u64>,
+    next_cookie: u64,
+}
+
+impl Dir {
+    fn new() -> Self {
+        Self { next_cookie: FIRST_COOKIE, ..Default::default() }
+    }
+    pub fn get(&self, name: &[u8]) -> Option<u64> {
+        self.by_name.get(name).map(|c| self.entries[c].1)
+    }
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+    fn insert(&mut self, name: Vec<u8>, ino: u64) {
+        let c = self.next_cookie;
+        self.next_cookie += 1;
+        self.by_name.insert(name.clone(), c);
+        self.entries.insert(c, (name, ino));
+    }
+    fn remove(&mut self, name: &[u8]) -> Option<u64> {
+        let c = self.by_name.remove(name)?;
+        self.entries.remove(&c).map(|(_, ino)| ino)
+    }
+    /// Entries with a cookie greater than `after`, in cookie order.
+    pub fn after(&self, after: u64) -> impl Iterator<Item = (u64, &[u8], u64)> {
+        self.entries.range(after + 1..).map(|(c, (n, i))| (*c, n.as_slice(), *i))
+    }
+}
+
+#[derive(Debug)]
+pub struct Inode {
+    pub ino: u64,
+    pub file_id: Id,
+    /// Current attributes; for a file being written, ahead of `logged`.
+    pub attr: Attr,
+    /// Attributes as the journal has them.
+    pub logged: Attr,
+    pub target: Vec<u8>,
+    pub chunks: Vec<Option<ChunkRef>>,
+    pub links: u32,
+    subdirs: u32,
+    pub dir: Option<Dir>,
+    /// One (parent, name) that leads here, for messages.
+    parent: u64,
+    name: Vec<u8>,
+    /// Open file handles.
+    pub open: u32,
+    /// Chunks written but not yet sealed (held by the fs layer).
+    pub unsealed: u32,
+}
+
+impl Inode {
+    pub fn nlink(&self) -> u32 {
+        if self.attr.kind == Kind::Dir { 2 + self.subdirs } else { self.links }
+    }
+    pub fn chunk(&self, index: u64) -> Option<ChunkRef> {
+        self.chunks.get(index as usize).copied().flatten()
+    }
+}
+
+/// Attribute changes of a setattr call.
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+pub struct Catalog {
+    chunk_size: u32,
+    inodes: HashMap<u64, Inode>,
+    next_ino: u64,
+    pending: Vec<Record>,
+    attr_dirty: BTreeSet<u64>,
+}
+
+impl Catalog {
+    pub fn new(chunk_size: u32) -> Self {
+        Self { chunk_size, inodes: HashMap::new(), next_ino: ROOT + 1, pending: Vec::new(), attr_dirty: BTreeSet::new() }
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Records that create the root directory of a new vault.
+    pub fn root_records(uid: u32, gid: u32, now: Time) -> Vec<Record> {
+        vec![Record::Inode {
+            ino: ROOT,
+            file_id: [0; 16],
+            attr: Attr { kind: Kind::Dir, mode: 0o755, uid, gid, size: 0, atime: now, mtime: now, ctime: now },
+            target: Vec::new(),
+        }]
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    pub fn get(&self, ino: u64) -> Result<&Inode> {
+        self.inodes.get(&ino).ok_or(CatalogError::NotFound)
+    }
+
+    fn get_mut(&mut self, ino: u64) -> Result<&mut Inode> {
+        self.inodes.get_mut(&ino).ok_or(CatalogError::NotFound)
+    }
+
+    fn dir(&self, ino: u64) -> Result<&Dir> {
+        self.get(ino)?.dir.as_ref().ok_or(CatalogError::NotDir)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<&Inode> {
+        check_name(name)?;
+        let ino = self.dir(parent)?.get(name).ok_or(CatalogError::NotFound)?;
+        self.get(ino)
+    }
+
+    /// A path to `ino` for log messages ("?" where unknown).
+    pub fn path_of(&self, ino: u64) -> String {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT {
+                break;
+            }
+            match self.inodes.get(&cur) {
+                Some(i) if i.parent != 0 => {
+                    parts.push(String::from_utf8_lossy(&i.name).into_owned());
+                    cur = i.parent;
+                }
+                _ => {
+                    parts.push(format!("<inode {cur}>"));
+                    break;
+                }
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    // -- applying records (live and replay) -----------------------------------------------------
+
+    /// Applies one record. During replay an error means the metadata is inconsistent.
+    pub fn apply(&mut self, rec: &Record) -> Result<()> {
+        let corrupt = |m: String| CatalogError::Corrupt(m);
+        match rec {
+            Record::Inode { ino, file_id, attr, target } => {
+                let cs = self.chunk_size;
+                match self.inodes.get_mut(ino) {
+                    Some(i) => {
+                        if i.attr.kind != attr.kind || i.file_id != *file_id {
+                            return Err(corrupt(format!("inode {ino} changes kind or file id")));
+                        }
+                        i.attr = attr.clone();
+                        i.logged = attr.clone();
+                        i.target = target.clone();
+                        i.chunks.truncate(format::chunk_count(attr.size, cs) as usize);
+                    }
+                    None => {
+                        self.inodes.insert(
+                            *ino,
+                            Inode {
+                                ino: *ino,
+                                file_id: *file_id,
+                                attr: attr.clone(),
+                                logged: attr.clone(),
+                                target: target.clone(),
+                                chunks: Vec::new(),
+                                links: 0,
+                                subdirs: 0,
+                                dir: (attr.kind == Kind::Dir).then(Dir::new),
+                                parent: 0,
+                                name: Vec::new(),
+                                open: 0,
+                                unsealed: 0,
+                            },
+                        );
+                        self.next_ino = self.next_ino.max(ino + 1);
+                    }
+                }
+            }
+            Record::Link { parent, name, ino } => {
+                let child_is_dir = match self.inodes.get(ino) {
+                    Some(c) if c.attr.kind == Kind::Dir && (c.links > 0 || *ino == ROOT) => {
+                        return Err(corrupt(format!("directory {ino} linked twice")));
+                    }
+                    Some(c) => c.attr.kind == Kind::Dir,
+                    None => return Err(corrupt(format!("link to missing inode {ino}"))),
+                };
+                let p = self.inodes.get_mut(parent).ok_or_else(|| corrupt(format!("link in missing dir {parent}")))?;
+                let d = p.dir.as_mut().ok_or_else(|| corrupt(format!("link in non-directory {parent}")))?;
+                if d.by_name.contains_key(name) {
+                    return Err(corrupt(format!("duplicate entry in directory {parent}")));
+                }
+                d.insert(name.clone(), *ino);
+                if child_is_dir {
+                    p.subdirs += 1;
+                }
+                let c = self.inodes.get_mut(ino).expect("checked above");
+                if c.links == 0 || c.parent == 0 {
+                    c.parent = *parent;
+                    c.name = name.clone();
+                }
+                c.links += 1;
+            }
+            Record::Unlink { parent, name } => {
+                let p = self.inodes.get_mut(parent).ok_or_else(|| corrupt(format!("unlink in missing dir {parent}")))?;
+                let d = p.dir.as_mut().ok_or_else(|| corrupt(format!("unlink in non-directory {parent}")))?;
+                let ino = d.remove(name).ok_or_else(|| corrupt(format!("unlink of missing entry in {parent}")))?;
+                let c = self.inodes.get_mut(&ino).ok_or_else(|| corrupt(format!("entry for missing inode {ino}")))?;
+                c.links -= 1;
+                let was_dir = c.attr.kind == Kind::Dir;
+                if c.parent == *parent && c.name == *name {
+                    c.parent = 0;
+                }
+                if was_dir {
+                    self.inodes.get_mut(parent).expect("exists").subdirs -= 1;
+                }
+            }
+            Record::Drop { ino } => {
+                let i = self.inodes.get(ino).ok_or_else(|| corrupt(format!("drop of missing inode {ino}")))?;
+                if i.links != 0 || i.dir.as_ref().is_some_and(|d| !d.is_empty()) || *ino == ROOT {
+                    return Err(corrupt(format!("drop of inode {ino} that is still linked")));
+                }
+                self.inodes.remove(ino);
+                self.attr_dirty.remove(ino);
+            }
+            Record::Chunk { ino, index, chunk } => {
+                let i = self.inodes.get_mut(ino).ok_or_else(|| corrupt(format!("chunk of missing inode {ino}")))?;
+                if i.attr.kind != Kind::File || *index > (1 << 40) {
+                    return Err(corrupt(format!("chunk record for non-file or absurd index in inode {ino}")));
+                }
+                let idx = *index as usize;
+                if i.chunks.len() <= idx {
+                    i.chunks.resize(idx + 1, None);
+                }
+                i.chunks[idx] = Some(*chunk);
+            }
+        }
+        Ok(())
+    }
+
+    fn log(&mut self, rec: Record) {
+        self.apply(&rec).expect("live records are validated before they are logged");
+        self.pending.push(rec);
+    }
+
+    /// After replay: trim chunk maps to sizes, and drop orphans (unlinked while open, then
+    /// the process died). Orphan drops are logged so the next commit records them.
+    pub fn finish_load(&mut self) -> Result<()> {
+        if self.inodes.get(&ROOT).is_none_or(|r| r.attr.kind != Kind::Dir) {
+            return Err(CatalogError::Corrupt("the root directory is missing".into()));
+        }
+        let cs = self.chunk_size;
+        for i in self.inodes.values_mut() {
+            i.chunks.truncate(format::chunk_count(i.attr.size, cs) as usize);
+        }
+        let mut orphans: Vec<u64> =
+            self.inodes.values().filter(|i| i.links == 0 && i.ino != ROOT && i.dir.as_ref().is_none_or(|d| d.is_empty())).map(|i| i.ino).collect();
+        orphans.sort_unstable();
+        for ino in orphans {
+            self.log(Record::Drop { ino });
+        }
+        Ok(())
+    }
+
+    // -- live operations -----------------------------------------------------------------------
+
+    fn inode_record(&self, ino: u64) -> Record {
+        let i = &self.inodes[&ino];
+        Record::Inode { ino, file_id: i.file_id, attr: i.attr.clone(), target: i.target.clone() }
+    }
+
+    fn touch_dir(&mut self, ino: u64, now: Time) {
+        if let Some(d) = self.inodes.get_mut(&ino) {
+            d.attr.mtime = now;
+            d.attr.ctime = now;
+            self.attr_dirty.insert(ino);
+        }
+    }
+
+    /// Creates a file, directory, symlink, FIFO or socket named `name` in `parent`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(&mut self, parent: u64, name: &[u8], kind: Kind, mode: u32, uid: u32, gid: u32, target: &[u8], now: Time) -> Result<u64> {
+        check_name(name)?;
+        if self.dir(parent)?.get(name).is_some() {
+            return Err(CatalogError::Exists);
+        }
+        if target.len() > format::TARGET_MAX {
+            return Err(CatalogError::NameTooLong);
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let file_id = if kind == Kind::File { crate::crypto::random_id() } else { [0; 16] };
+        let size = if kind == Kind::Symlink { target.len() as u64 } else { 0 };
+        let attr = Attr { kind, mode: mode & 0o7777, uid, gid, size, atime: now, mtime: now, ctime: now };
+        self.log(Record::Inode { ino, file_id, attr, target: target.to_vec() });
+        self.log(Record::Link { parent, name: name.to_vec(), ino });
+        self.touch_dir(parent, now);
+        Ok(ino)
+    }
+
+    /// Adds a hard link to a non-directory.
+    pub fn link(&mut self, ino: u64, parent: u64, name: &[u8], now: Time) -> Result<()> {
+        check_name(name)?;
+        if self.get(ino)?.attr.kind == Kind::Dir {
+            return Err(CatalogError::IsDir);
+        }
+        if self.dir(parent)?.get(name).is_some() {
+            return Err(CatalogError::Exists);
+        }
+        self.log(Record::Link { parent, name: name.to_vec(), ino });
+        let i = self.get_mut(ino)?;
+        i.attr.ctime = now;
+        self.attr_dirty.insert(ino);
+        self.touch_dir(parent, now);
+        Ok(())
+    }
+
+    /// Removes a link; drops the inode if nothing refers to it any more. Returns the inode.
+    fn remove_entry(&mut self, parent: u64, name: &[u8], now: Time) -> u64 {
+        let ino = self.dir(parent).expect("checked").get(name).expect("checked");
+        self.log(Record::Unlink { parent, name: name.to_vec() });
+        let i = self.inodes.get_mut(&ino).expect("linked inode exists");
+        if i.links == 0 && i.open == 0 {
+            self.log(Record::Drop { ino });
+        } else {
+            i.attr.ctime = now;
+            if i.links > 0 {
+                self.attr_dirty.insert(ino);
+            }
+        }
+        ino
+    }
+
+    pub fn unlink(&mut self, parent: u64, name: &[u8], now: Time) -> Result<u64> {
+        if self.lookup(parent, name)?.attr.kind == Kind::Dir {
+            return Err(CatalogError::IsDir);
+        }
+        let ino = self.remove_entry(parent, name, now);
+        self.touch_dir(parent, now);
+        Ok(ino)
+    }
+
+    pub fn rmdir(&mut self, parent: u64, name: &[u8], now: Time) -> Result<()> {
+        let i = self.lookup(parent, name)?;
+        let d = i.dir.as_ref().ok_or(CatalogError::NotDir)?;
+        if !d.is_empty() {
+            return Err(CatalogError::NotEmpty);
+        }
+        self.remove_entry(parent, name, now);
+        self.touch_dir(parent, now);
+        Ok(())
+    }
+
+    /// rename(2) and renameat2(RENAME_NOREPLACE). Atomic: all records go out together.
+    pub fn rename(&mut self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], noreplace: bool, now: Time) -> Result<()> {
+        let src = self.lookup(parent, name)?.ino;
+        check_name(new_name)?;
+        self.dir(new_parent)?;
+        let src_is_dir = self.get(src)?.attr.kind == Kind::Dir;
+        if src_is_dir {
+            // Refuse to move a directory into itself or its own subtree.
+            let mut cur = new_parent;
+            while cur != ROOT {
+                if cur == src {
+                    return Err(CatalogError::Invalid);
+                }
+                cur = self.get(cur)?.parent;
+                if cur == 0 {
+                    break;
+                }
+            }
+        }
+        if let Some(dst) = self.dir(new_parent)?.get(new_name) {
+            if noreplace {
+                return Err(CatalogError::Exists);
+            }
+            if dst == src {
+                return Ok(()); // same inode: POSIX says do nothing
+            }
+            let d = self.get(dst)?;
+            match (src_is_dir, d.dir.as_ref()) {
+                (true, None) => return Err(CatalogError::NotDir),
+                (false, Some(_)) => return Err(CatalogError::IsDir),
+                (true, Some(dd)) if !dd.is_empty() => return Err(CatalogError::NotEmpty),
+                _ => {}
+            }
+            self.remove_entry(new_parent, new_name, now);
+        }
+        self.log(Record::Unlink { parent, name: name.to_vec() });
+        self.log(Record::Link { parent: new_parent, name: new_name.to_vec(), ino: src });
+        let s = self.get_mut(src)?;
+        s.attr.ctime = now;
+        self.attr_dirty.insert(src);
+        self.touch_dir(parent, now);
+        self.touch_dir(new_parent, now);
+        Ok(())
+    }
+
+    /// Applies a setattr (the caller has sealed the file's chunks first). A size change
+    /// drops chunks past the new end.
+    pub fn setattr(&mut self, ino: u64, s: &SetAttr, now: Time) -> Result<()> {
+        let i = self.get_mut(ino)?;
+        if s.size.is_some() && i.attr.kind != Kind::File {
+            return Err(if i.attr.kind == Kind::Dir { CatalogError::IsDir } else { CatalogError::Invalid });
+        }
+        if let Some(m) = s.mode {
+            i.attr.mode = m & 0o7777;
+        }
+        if let Some(u) = s.uid {
+            i.attr.uid = u;
+        }
+        if let Some(g) = s.gid {
+            i.attr.gid = g;
+        }
+        if let Some(size) = s.size {
+            if size != i.attr.size {
+                i.attr.mtime = now;
+            }
+            i.attr.size = size;
+        }
+        if let Some(t) = s.atime {
+            i.attr.atime = t;
+        }
+        if let Some(t) = s.mtime {
+            i.attr.mtime = t;
+        }
+        i.attr.ctime = now;
+        let rec = self.inode_record(ino);
+        self.log(rec);
+        self.attr_dirty.remove(&ino);
+        Ok(())
+    }
+
+    /// A write reached `end`: grow the size, stamp mtime; logged at the next flush.
+    pub fn note_write(&mut self, ino: u64, end: u64, now: Time) -> Result<()> {
+        let i = self.get_mut(ino)?;
+        i.attr.size = i.attr.size.max(end);
+        i.attr.mtime = now;
+        i.attr.ctime = now;
+        self.attr_dirty.insert(ino);
+        Ok(())
+    }
+
+    pub fn set_chunk(&mut self, ino: u64, index: u64, chunk: ChunkRef) -> Result<()> {
+        self.get(ino)?;
+        self.log(Record::Chunk { ino, index, chunk });
+        Ok(())
+    }
+
+    pub fn add_unsealed(&mut self, ino: u64, delta: i64) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.unsealed = (i.unsealed as i64 + delta).max(0) as u32;
+        }
+    }
+
+    pub fn open(&mut self, ino: u64) -> Result<()> {
+        self.get_mut(ino)?.open += 1;
+        Ok(())
+    }
+
+    /// Closes a handle; an unlinked inode whose last handle closes is dropped.
+    pub fn release(&mut self, ino: u64) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.open = i.open.saturating_sub(1);
+            if i.open == 0 && i.links == 0 && ino != ROOT {
+                self.log(Record::Drop { ino });
+            }
+        }
+    }
+
+    /// Hands out everything to journal: pending records plus the attributes of inodes
+    /// whose data is fully sealed.
+    pub fn take_pending(&mut self) -> Vec<Record> {
+        let ready: Vec<u64> =
+            self.attr_dirty.iter().copied().filter(|ino| self.inodes.get(ino).is_some_and(|i| i.unsealed == 0)).collect();
+        for ino in ready {
+            self.attr_dirty.remove(&ino);
+            if self.inodes[&ino].attr != self.inodes[&ino].logged {
+                let rec = self.inode_record(ino);
+                self.log(rec);
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.attr_dirty.is_empty()
+    }
+
+    /// The whole logged state as records (a checkpoint): inodes, then chunks, then links.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut inos: Vec<u64> = self.inodes.keys().copied().collect();
+        inos.sort_unstable();
+        let mut out = Vec::with_capacity(inos.len() * 2);
+        for ino in &inos {
+            let i = &self.inodes[ino];
+            out.push(Record::Inode { ino: *ino, file_id: i.file_id, attr: i.logged.clone(), target: i.target.clone() });
+        }
+        for ino in &inos {
+            let i = &self.inodes[ino];
+            let n = format::chunk_count(i.logged.size, self.chunk_size) as usize;
+            for (index, c) in i.chunks.iter().enumerate().take(n) {
+                if let Some(chunk) = c {
+                    out.push(Record::Chunk { ino: *ino, index: index as u64, chunk: *chunk });
+                }
+            }
+        }
+        for ino in &inos {
+            if let Some(d) = &self.inodes[ino].dir {
+                for (_, name, child) in d.after(0) {
+                    out.push(Record::Link { parent: *ino, name: name.to_vec(), ino: child });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every pack some chunk refers to, with the bytes it references there.
+    pub fn referenced_packs(&self) -> HashMap<Id, u64> {
+        let mut out = HashMap::new();
+        for i in self.inodes.values() {
+            for c in i.chunks.iter().flatten() {
+                *out.entry(c.pack).or_insert(0) += c.len as u64;
+            }
+        }
+        out
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > format::NAME_MAX {
+        return Err(CatalogError::NameTooLong);
+    }
+    if !format::valid_name(name) {
+        return Err(CatalogError::Invalid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Time {
+        Time { secs: s, nanos: 0 }
+    }
+
+    fn fresh() -> Catalog {
+        let mut c = Catalog::new(4096);
+        for r in Catalog::root_records(0, 0, t(1)) {
+            c.apply(&r).unwrap();
+        }
+        c
+    }
+
+    /// Replaying what a catalog logged must rebuild the same tree.
+    fn replayed(c: &mut Catalog, base: &[Record]) -> Catalog {
+        let mut all = base.to_vec();
+        all.extend(c.take_pending());
+        let mut r = Catalog::new(4096);
+        for rec in &all {
+            r.apply(rec).unwrap();
+        }
+        r.finish_load().unwrap();
+        r
+    }
+
+    fn names(c: &Catalog, dir: u64) -> Vec<String> {
+        c.dir(dir).unwrap().after(0).map(|(_, n, _)| String::from_utf8_lossy(n).into_owned()).collect()
+    }
+
+    #[test]
+    fn create_lookup_unlink_replay() {
+        let mut c = fresh();
+        let base = Catalog::root_records(0, 0, t(1));
+        let d = c.create(ROOT, b"base", Kind::Dir, 0o700, 26, 26, b"", t(2)).unwrap();
+        let f = c.create(d, b"PG_VERSION", Kind::File, 0o600, 26, 26, b"", t(3)).unwrap();
+        assert_eq!(c.create(d, b"PG_VERSION", Kind::File, 0o600, 0, 0, b"", t(3)), Err(CatalogError::Exists));
+        c.note_write(f, 3, t(4)).unwrap();
+        c.set_chunk(f, 0, ChunkRef { pack: [9; 16], offset: 0, len: 43, tag: [1; 16] }).unwrap();
+        let s = c.create(ROOT, b"link", Kind::Symlink, 0o777, 0, 0, b"base/PG_VERSION", t(5)).unwrap();
+        assert_eq!(c.lookup(ROOT, b"base").unwrap().nlink(), 2);
+        assert_eq!(c.get(ROOT).unwrap().nlink(), 3);
+        assert_eq!(c.path_of(f), "/base/PG_VERSION");
+        let r = replayed(&mut c, &base);
+        assert_eq!(r.get(f).unwrap().attr.size, 3);
+        assert_eq!(r.get(f).unwrap().chunk(0).unwrap().len, 43);
+        assert_eq!(r.get(s).unwrap().target, b"base/PG_VERSION");
+        assert_eq!(names(&r, ROOT), vec!["base", "link"]);
+        assert_eq!(c.rmdir(ROOT, b"base", t(6)), Err(CatalogError::NotEmpty));
+        assert_eq!(c.unlink(ROOT, b"base", t(6)), Err(CatalogError::IsDir));
+        c.unlink(d, b"PG_VERSION", t(6)).unwrap();
+        assert!(c.get(f).is_err());
+        c.rmdir(ROOT, b"base", t(7)).unwrap();
+        assert_eq!(c.get(ROOT).unwrap().nlink(), 2);
+    }
+
+    #[test]
+    fn rename_cases() {
+        let mut c = fresh();
+        let a = c.create(ROOT, b"a", Kind::Dir, 0o755, 0, 0, b"", t(1)).unwrap();
+        let b = c.create(a, b"b", Kind::Dir, 0o755, 0, 0, b"", t(1)).unwrap();
+        let f = c.create(ROOT, b"f", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        let g = c.create(ROOT, b"g", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        assert_eq!(c.rename(ROOT, b"a", b, b"x", false, t(2)), Err(CatalogError::Invalid));
+        assert_eq!(c.rename(ROOT, b"a", a, b"x", false, t(2)), Err(CatalogError::Invalid));
+        assert_eq!(c.rename(ROOT, b"f", ROOT, b"a", false, t(2)), Err(CatalogError::IsDir));
+        assert_eq!(c.rename(ROOT, b"a", ROOT, b"f", false, t(2)), Err(CatalogError::NotDir));
+        assert_eq!(c.rename(ROOT, b"f", ROOT, b"g", true, t(2)), Err(CatalogError::Exists));
+        // Over an existing file: the old target disappears.
+        c.rename(ROOT, b"f", ROOT, b"g", false, t(2)).unwrap();
+        assert!(c.get(g).is_err());
+        assert_eq!(c.lookup(ROOT, b"g").unwrap().ino, f);
+        // A directory over an empty directory, across parents.
+        let e = c.create(ROOT, b"e", Kind::Dir, 0o755, 0, 0, b"", t(3)).unwrap();
+        c.rename(a, b"b", ROOT, b"e", false, t(4)).unwrap();
+        assert!(c.get(e).is_err());
+        assert_eq!(c.lookup(ROOT, b"e").unwrap().ino, b);
+        assert_eq!(c.get(a).unwrap().nlink(), 2);
+        let r = replayed(&mut c, &Catalog::root_records(0, 0, t(1)));
+        assert_eq!(names(&r, ROOT), vec!["a", "g", "e"]);
+        assert_eq!(r.path_of(b), "/e");
+    }
+
+    #[test]
+    fn unlinked_open_file_lives_until_release_and_orphans_are_dropped() {
+        let mut c = fresh();
+        let f = c.create(ROOT, b"f", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        c.open(f).unwrap();
+        c.unlink(ROOT, b"f", t(2)).unwrap();
+        assert!(c.get(f).is_ok());
+        // A crash now: replay finds an orphan and drops it.
+        let mut copy_pending = c.take_pending();
+        let mut r = Catalog::new(4096);
+        let mut all = Catalog::root_records(0, 0, t(1));
+        all.append(&mut copy_pending);
+        for rec in &all {
+            r.apply(rec).unwrap();
+        }
+        r.finish_load().unwrap();
+        assert!(r.get(f).is_err());
+        c.release(f);
+        assert!(c.get(f).is_err());
+    }
+
+    #[test]
+    fn hard_links_and_truncate() {
+        let mut c = fresh();
+        let f = c.create(ROOT, b"f", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        c.link(f, ROOT, b"h", t(2)).unwrap();
+        assert_eq!(c.get(f).unwrap().nlink(), 2);
+        c.note_write(f, 10000, t(3)).unwrap();
+        for i in 0..3 {
+            c.set_chunk(f, i, ChunkRef { pack: [1; 16], offset: i * 100, len: 100, tag: [0; 16] }).unwrap();
+        }
+        c.setattr(f, &SetAttr { size: Some(4096), ..Default::default() }, t(4)).unwrap();
+        assert_eq!(c.get(f).unwrap().chunks.len(), 1);
+        c.unlink(ROOT, b"f", t(5)).unwrap();
+        assert_eq!(c.lookup(ROOT, b"h").unwrap().nlink(), 1);
+        let r = replayed(&mut c, &Catalog::root_records(0, 0, t(1)));
+        assert_eq!(r.lookup(ROOT, b"h").unwrap().attr.size, 4096);
+        assert_eq!(r.lookup(ROOT, b"h").unwrap().chunks.len(), 1);
+    }
+
+    #[test]
+    fn attrs_wait_for_sealed_data_and_snapshot_replays() {
+        let mut c = fresh();
+        let f = c.create(ROOT, b"f", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        c.take_pending();
+        c.add_unsealed(f, 1);
+        c.note_write(f, 5000, t(2)).unwrap();
+        assert!(c.take_pending().is_empty(), "size must not be logged before its data is sealed");
+        assert_eq!(c.snapshot().iter().filter(|r| matches!(r, Record::Inode { attr, .. } if attr.size == 5000)).count(), 0);
+        c.add_unsealed(f, -1);
+        let p = c.take_pending();
+        assert!(matches!(&p[..], [Record::Inode { attr, .. }] if attr.size == 5000));
+        let snap = c.snapshot();
+        let mut r = Catalog::new(4096);
+        for rec in &snap {
+            r.apply(rec).unwrap();
+        }
+        r.finish_load().unwrap();
+        assert_eq!(r.lookup(ROOT, b"f").unwrap().attr.size, 5000);
+    }
+
+    #[test]
+    fn replay_rejects_inconsistent_records() {
+        let mut c = fresh();
+        assert!(matches!(c.apply(&Record::Link { parent: ROOT, name: b"x".to_vec(), ino: 77 }), Err(CatalogError::Corrupt(_))));
+        assert!(matches!(c.apply(&Record::Unlink { parent: ROOT, name: b"x".to_vec() }), Err(CatalogError::Corrupt(_))));
+        assert!(matches!(c.apply(&Record::Drop { ino: ROOT }), Err(CatalogError::Corrupt(_))));
+        let mut empty = Catalog::new(4096);
+        assert!(matches!(empty.finish_load(), Err(CatalogError::Corrupt(_))));
+    }
+
+    #[test]
+    fn readdir_cookies_are_stable() {
+        let mut c = fresh();
+        for n in ["a", "b", "c", "d"] {
+            c.create(ROOT, n.as_bytes(), Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        }
+        let first: Vec<_> = c.dir(ROOT).unwrap().after(0).take(2).map(|(k, _, _)| k).collect();
+        c.unlink(ROOT, b"a", t(2)).unwrap();
+        c.create(ROOT, b"e", Kind::File, 0o644, 0, 0, b"", t(2)).unwrap();
+        let rest: Vec<_> = c.dir(ROOT).unwrap().after(first[1]).map(|(_, n, _)| n.to_vec()).collect();
+        assert_eq!(rest, vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]);
+    }
+}

@@ -1,0 +1,840 @@
+//! Byte layouts of everything pgcryptfs stores, and offset↔chunk arithmetic; no I/O, no keys.
+//!
+//! Every layout here is specified in docs/FORMAT.md; change both together. All integers are
+//! little-endian. Decoders never panic on hostile input: they return `FormatError`.
+
+use std::fmt;
+
+/// Length of random identifiers (vault, slot, file, pack).
+pub const ID_LEN: usize = 16;
+/// A random 16-byte identifier.
+pub type Id = [u8; ID_LEN];
+/// XChaCha20-Poly1305 nonce length.
+pub const NONCE_LEN: usize = 24;
+/// Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a seal adds to its plaintext: nonce in front, tag behind.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Format version written by this build; the only one it reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// AEAD identifier for XChaCha20-Poly1305-IETF (the only one so far).
+pub const AEAD_XCHACHA20POLY1305: u8 = 1;
+/// Default plaintext chunk size.
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// Smallest and largest chunk size `init` accepts (powers of two only).
+pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
+pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+/// Longest file name (bytes), as on ext4.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target (bytes), as PATH_MAX.
+pub const TARGET_MAX: usize = 4096;
+
+pub const HEADER_MAGIC: &[u8; 8] = b"PGCFSVLT";
+pub const SLOT_MAGIC: &[u8; 8] = b"PGCFSKEY";
+pub const SEGMENT_MAGIC: &[u8; 8] = b"PGCFSSEG";
+pub const JOURNAL_MAGIC: &[u8; 8] = b"PGCFSJRN";
+
+/// Domain bytes: the first byte of every AAD, so no sealed object can pass for another kind.
+pub const DOMAIN_SLOT: u8 = 1;
+pub const DOMAIN_SEGMENT: u8 = 2;
+pub const DOMAIN_JOURNAL: u8 = 3;
+pub const DOMAIN_CHUNK: u8 = 4;
+
+/// Object names in the store.
+pub const HEADER_OBJECT: &str = "pgcryptfs.vault";
+pub const KEYS_PREFIX: &str = "keys/";
+pub const PACKS_PREFIX: &str = "packs/";
+pub const META_PREFIX: &str = "meta/";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    Truncated(&'static str),
+    BadMagic(&'static str),
+    UnsupportedVersion(u16),
+    Invalid(String),
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::Truncated(what) => write!(f, "{what} is truncated"),
+            FormatError::BadMagic(what) => write!(f, "{what} has the wrong magic bytes"),
+            FormatError::UnsupportedVersion(v) => {
+                write!(f, "format version {v} is not supported by this build (it reads {FORMAT_VERSION})")
+            }
+            FormatError::Invalid(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+pub type Result<T> = std::result::Result<T, FormatError>;
+
+// ---------------------------------------------------------------------------------------------
+// Little encoder / decoder
+
+/// Appends little-endian fields to a buffer.
+#[derive(Default)]
+pub struct Enc {
+    pub buf: Vec<u8>,
+}
+
+impl Enc {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn raw(&mut self, v: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(v);
+        self
+    }
+    /// A byte string with a u16 length in front.
+    pub fn bytes16(&mut self, v: &[u8]) -> &mut Self {
+        debug_assert!(v.len() <= u16::MAX as usize);
+        self.u16(v.len() as u16).raw(v)
+    }
+}
+
+/// Reads little-endian fields; every read names what it was reading for the error.
+pub struct Dec<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+        if self.remaining() < n {
+            return Err(FormatError::Truncated(what));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+    pub fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+    pub fn u16(&mut self, what: &'static str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    pub fn u32(&mut self, what: &'static str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    pub fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    pub fn i64(&mut self, what: &'static str) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.array(what)?))
+    }
+    pub fn bytes16(&mut self, what: &'static str) -> Result<&'a [u8]> {
+        let n = self.u16(what)? as usize;
+        self.take(n, what)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vault header (`pgcryptfs.vault`, clear text, authenticated through every AAD)
+
+pub const HEADER_LEN: usize = 8 + 2 + 1 + 1 + 4 + 4 + ID_LEN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaultHeader {
+    pub vault_id: Id,
+    pub aead: u8,
+    pub chunk_size: u32,
+    pub flags: u32,
+}
+
+impl VaultHeader {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut e = Enc::new();
+        e.raw(HEADER_MAGIC)
+            .u16(FORMAT_VERSION)
+            .u8(self.aead)
+            .u8(0)
+            .u32(self.chunk_size)
+            .u32(self.flags)
+            .raw(&self.vault_id);
+        let mut out = [0u8; HEADER_LEN];
+        out.copy_from_slice(&e.buf);
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(buf);
+        if d.take(8, "vault header")? != HEADER_MAGIC {
+            return Err(FormatError::BadMagic("vault header"));
+        }
+        let version = d.u16("vault header")?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let aead = d.u8("vault header")?;
+        let _reserved = d.u8("vault header")?;
+        let chunk_size = d.u32("vault header")?;
+        let flags = d.u32("vault header")?;
+        let vault_id = d.array("vault header")?;
+        if d.remaining() != 0 {
+            return Err(FormatError::Invalid("vault header has trailing bytes".into()));
+        }
+        if aead != AEAD_XCHACHA20POLY1305 {
+            return Err(FormatError::Invalid(format!("unknown AEAD id {aead}")));
+        }
+        validate_chunk_size(chunk_size)?;
+        if flags != 0 {
+            return Err(FormatError::Invalid(format!("unknown feature flags {flags:#x}")));
+        }
+        Ok(Self { vault_id, aead, chunk_size, flags })
+    }
+}
+
+pub fn validate_chunk_size(cs: u32) -> Result<()> {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) || !cs.is_power_of_two() {
+        return Err(FormatError::Invalid(format!(
+            "chunk size {cs} must be a power of two between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// AADs
+
+fn aad(domain: u8, header: &VaultHeader, rest: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + HEADER_LEN + rest.len());
+    v.push(domain);
+    v.extend_from_slice(&header.encode());
+    v.extend_from_slice(rest);
+    v
+}
+
+/// AAD of a data chunk: binds vault, file and position.
+pub fn chunk_aad(header: &VaultHeader, file_id: &Id, index: u64) -> Vec<u8> {
+    let mut rest = [0u8; ID_LEN + 8];
+    rest[..ID_LEN].copy_from_slice(file_id);
+    rest[ID_LEN..].copy_from_slice(&index.to_le_bytes());
+    aad(DOMAIN_CHUNK, header, &rest)
+}
+
+/// AAD of a key slot: binds vault and every clear field of the slot.
+pub fn slot_aad(header: &VaultHeader, slot_prefix: &[u8]) -> Vec<u8> {
+    aad(DOMAIN_SLOT, header, slot_prefix)
+}
+
+/// AAD of a metadata segment: binds vault and the clear segment prefix (seq, kind, prev hash).
+pub fn segment_aad(header: &VaultHeader, segment_prefix: &[u8]) -> Vec<u8> {
+    aad(DOMAIN_SEGMENT, header, segment_prefix)
+}
+
+/// AAD of one batch of the local journal: binds vault, the segment it will become and its index.
+pub fn journal_aad(header: &VaultHeader, seq: u64, batch: u32) -> Vec<u8> {
+    let mut rest = [0u8; 12];
+    rest[..8].copy_from_slice(&seq.to_le_bytes());
+    rest[8..].copy_from_slice(&batch.to_le_bytes());
+    aad(DOMAIN_JOURNAL, header, &rest)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key slots (`keys/<slot-id>`)
+
+pub const SLOT_METHOD_SODIUM: u8 = 1;
+
+/// A key slot: clear fields, then the sealed master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub slot_id: Id,
+    pub method: u8,
+    pub created: i64,
+    pub label: Vec<u8>,
+    pub params: Vec<u8>,
+    /// nonce ‖ sealed master key ‖ tag
+    pub sealed_key: Vec<u8>,
+}
+
+impl Slot {
+    /// The clear part that the AAD covers.
+    pub fn prefix(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.raw(SLOT_MAGIC)
+            .u16(FORMAT_VERSION)
+            .u8(self.method)
+            .u8(0)
+            .raw(&self.slot_id)
+            .i64(self.created)
+            .bytes16(&self.label)
+            .bytes16(&self.params);
+        e.buf
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.prefix();
+        v.extend_from_slice(&self.sealed_key);
+        v
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(buf);
+        if d.take(8, "key slot")? != SLOT_MAGIC {
+            return Err(FormatError::BadMagic("key slot"));
+        }
+        let version = d.u16("key slot")?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let method = d.u8("key slot")?;
+        let _ = d.u8("key slot")?;
+        let slot_id = d.array("key slot")?;
+        let created = d.i64("key slot")?;
+        let label = d.bytes16("key slot label")?.to_vec();
+        let params = d.bytes16("key slot params")?.to_vec();
+        let sealed_key = d.take(d.remaining(), "key slot")?.to_vec();
+        if sealed_key.len() != 32 + SEAL_OVERHEAD {
+            return Err(FormatError::Invalid(format!(
+                "key slot holds {} sealed bytes, expected {}",
+                sealed_key.len(),
+                32 + SEAL_OVERHEAD
+            )));
+        }
+        Ok(Self { slot_id, method, created, label, params, sealed_key })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata segments (`meta/<seq as 16 hex digits>`)
+
+pub const SEGMENT_DELTA: u8 = 1;
+pub const SEGMENT_CHECKPOINT: u8 = 2;
+pub const SEGMENT_PREFIX_LEN: usize = 8 + 2 + 1 + 1 + 8 + 32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPrefix {
+    pub kind: u8,
+    pub seq: u64,
+    /// BLAKE2b-256 of the whole previous segment object; zero for the first.
+    pub prev_hash: [u8; 32],
+}
+
+impl SegmentPrefix {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.raw(SEGMENT_MAGIC).u16(FORMAT_VERSION).u8(self.kind).u8(0).u64(self.seq).raw(&self.prev_hash);
+        e.buf
+    }
+
+    /// Splits a segment object into its prefix and its sealed body.
+    pub fn decode(buf: &[u8]) -> Result<(Self, &[u8])> {
+        let mut d = Dec::new(buf);
+        if d.take(8, "metadata segment")? != SEGMENT_MAGIC {
+            return Err(FormatError::BadMagic("metadata segment"));
+        }
+        let version = d.u16("metadata segment")?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let kind = d.u8("metadata segment")?;
+        if kind != SEGMENT_DELTA && kind != SEGMENT_CHECKPOINT {
+            return Err(FormatError::Invalid(format!("unknown segment kind {kind}")));
+        }
+        let _ = d.u8("metadata segment")?;
+        let seq = d.u64("metadata segment")?;
+        let prev_hash = d.array("metadata segment")?;
+        let body = d.take(d.remaining(), "metadata segment")?;
+        if body.len() < SEAL_OVERHEAD {
+            return Err(FormatError::Truncated("metadata segment"));
+        }
+        Ok((Self { kind, seq, prev_hash }, body))
+    }
+}
+
+pub fn segment_name(seq: u64) -> String {
+    format!("{META_PREFIX}{seq:016x}")
+}
+
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix(META_PREFIX)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+pub fn pack_name(pack: &Id) -> String {
+    format!("{PACKS_PREFIX}{}", hex(pack))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn parse_hex_id(s: &str) -> Option<Id> {
+    if s.len() != ID_LEN * 2 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut id = [0u8; ID_LEN];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local journal file (cache): header, then length-prefixed sealed batches
+
+pub const JOURNAL_HEADER_LEN: usize = 8 + 2 + 2 + 8;
+
+pub fn journal_header(seq: u64) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.raw(JOURNAL_MAGIC).u16(FORMAT_VERSION).u16(0).u64(seq);
+    e.buf
+}
+
+/// Parses a journal file into its segment seq and its complete sealed batches. A batch cut
+/// short at the end (a crash during an append that was never acknowledged) ends the list.
+pub fn split_journal(buf: &[u8]) -> Result<(u64, Vec<&[u8]>)> {
+    let mut d = Dec::new(buf);
+    if d.take(8, "journal")? != JOURNAL_MAGIC {
+        return Err(FormatError::BadMagic("journal"));
+    }
+    let version = d.u16("journal")?;
+    if version != FORMAT_VERSION {
+        return Err(FormatError::UnsupportedVersion(version));
+    }
+    let _ = d.u16("journal")?;
+    let seq = d.u64("journal")?;
+    let mut batches = Vec::new();
+    while d.remaining() >= 4 {
+        let n = d.u32("journal batch")? as usize;
+        if n > d.remaining() {
+            break; // torn tail
+        }
+        batches.push(d.take(n, "journal batch")?);
+    }
+    Ok((seq, batches))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog records: the content of journal batches and metadata segments
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+    Fifo = 4,
+    Socket = 5,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Result<Self> {
+        Ok(match v {
+            1 => Kind::File,
+            2 => Kind::Dir,
+            3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::Socket,
+            _ => return Err(FormatError::Invalid(format!("unknown inode kind {v}"))),
+        })
+    }
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Time {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Time {
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Time { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: Kind,
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+/// Where a sealed chunk lives and the tag it must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub pack: Id,
+    pub offset: u64,
+    /// Sealed length (nonce ‖ ciphertext ‖ tag).
+    pub len: u32,
+    pub tag: [u8; TAG_LEN],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Create the inode or replace its attributes; chunks past the new size are dropped.
+    Inode { ino: u64, file_id: Id, attr: Attr, target: Vec<u8> },
+    /// Add the directory entry `name` in `parent` pointing at `ino`.
+    Link { parent: u64, name: Vec<u8>, ino: u64 },
+    /// Remove the directory entry `name` from `parent`.
+    Unlink { parent: u64, name: Vec<u8> },
+    /// Forget an inode that has no links and no open handles.
+    Drop { ino: u64 },
+    /// Chunk `index` of `ino` now lives at `chunk`.
+    Chunk { ino: u64, index: u64, chunk: ChunkRef },
+}
+
+const REC_INODE: u8 = 1;
+const REC_LINK: u8 = 2;
+const REC_UNLINK: u8 = 3;
+const REC_DROP: u8 = 4;
+const REC_CHUNK: u8 = 5;
+
+fn enc_time(e: &mut Enc, t: Time) {
+    e.i64(t.secs).u32(t.nanos);
+}
+
+fn dec_time(d: &mut Dec, what: &'static str) -> Result<Time> {
+    let secs = d.i64(what)?;
+    let nanos = d.u32(what)?;
+    if nanos >= 1_000_000_000 {
+        return Err(FormatError::Invalid("time with nanoseconds ≥ 10^9".into()));
+    }
+    Ok(Time { secs, nanos })
+}
+
+impl Record {
+    pub fn encode_into(&self, e: &mut Enc) {
+        match self {
+            Record::Inode { ino, file_id, attr, target } => {
+                e.u8(REC_INODE).u64(*ino).raw(file_id).u8(attr.kind as u8).u32(attr.mode);
+                e.u32(attr.uid).u32(attr.gid).u64(attr.size);
+                enc_time(e, attr.atime);
+                enc_time(e, attr.mtime);
+                enc_time(e, attr.ctime);
+                e.bytes16(target);
+            }
+            Record::Link { parent, name, ino } => {
+                e.u8(REC_LINK).u64(*parent).bytes16(name).u64(*ino);
+            }
+            Record::Unlink { parent, name } => {
+                e.u8(REC_UNLINK).u64(*parent).bytes16(name);
+            }
+            Record::Drop { ino } => {
+                e.u8(REC_DROP).u64(*ino);
+            }
+            Record::Chunk { ino, index, chunk } => {
+                e.u8(REC_CHUNK).u64(*ino).u64(*index).raw(&chunk.pack).u64(chunk.offset);
+                e.u32(chunk.len).raw(&chunk.tag);
+            }
+        }
+    }
+
+    fn decode_one(d: &mut Dec) -> Result<Self> {
+        let tag = d.u8("record")?;
+        Ok(match tag {
+            REC_INODE => {
+                let ino = d.u64("inode record")?;
+                let file_id = d.array("inode record")?;
+                let kind = Kind::from_u8(d.u8("inode record")?)?;
+                let mode = d.u32("inode record")?;
+                if mode & !0o7777 != 0 {
+                    return Err(FormatError::Invalid(format!("mode {mode:o} has non-permission bits")));
+                }
+                let uid = d.u32("inode record")?;
+                let gid = d.u32("inode record")?;
+                let size = d.u64("inode record")?;
+                let atime = dec_time(d, "inode record")?;
+                let mtime = dec_time(d, "inode record")?;
+                let ctime = dec_time(d, "inode record")?;
+                let target = d.bytes16("inode record")?.to_vec();
+                if target.len() > TARGET_MAX {
+                    return Err(FormatError::Invalid("symlink target too long".into()));
+                }
+                Record::Inode { ino, file_id, attr: Attr { kind, mode, uid, gid, size, atime, mtime, ctime }, target }
+            }
+            REC_LINK => {
+                let parent = d.u64("link record")?;
+                let name = decode_name(d, "link record")?;
+                let ino = d.u64("link record")?;
+                Record::Link { parent, name, ino }
+            }
+            REC_UNLINK => {
+                let parent = d.u64("unlink record")?;
+                let name = decode_name(d, "unlink record")?;
+                Record::Unlink { parent, name }
+            }
+            REC_DROP => Record::Drop { ino: d.u64("drop record")? },
+            REC_CHUNK => {
+                let ino = d.u64("chunk record")?;
+                let index = d.u64("chunk record")?;
+                let pack = d.array("chunk record")?;
+                let offset = d.u64("chunk record")?;
+                let len = d.u32("chunk record")?;
+                let tag = d.array("chunk record")?;
+                if (len as usize) < SEAL_OVERHEAD {
+                    return Err(FormatError::Invalid("chunk shorter than its seal overhead".into()));
+                }
+                Record::Chunk { ino, index, chunk: ChunkRef { pack, offset, len, tag } }
+            }
+            other => return Err(FormatError::Invalid(format!("unknown record type {other}"))),
+        })
+    }
+}
+
+fn decode_name(d: &mut Dec, what: &'static str) -> Result<Vec<u8>> {
+    let name = d.bytes16(what)?;
+    if !valid_name(name) {
+        return Err(FormatError::Invalid("invalid file name in record".into()));
+    }
+    Ok(name.to_vec())
+}
+
+/// A directory entry name: 1..=255 bytes, no '/' or NUL, not "." or "..".
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name != b"."
+        && name != b".."
+        && !name.iter().any(|&c| c == b'/' || c == 0)
+}
+
+pub fn encode_records(records: &[Record]) -> Vec<u8> {
+    let mut e = Enc::new();
+    for r in records {
+        r.encode_into(&mut e);
+    }
+    e.buf
+}
+
+pub fn decode_records(buf: &[u8]) -> Result<Vec<Record>> {
+    let mut d = Dec::new(buf);
+    let mut out = Vec::new();
+    while d.remaining() > 0 {
+        out.push(Record::decode_one(&mut d)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offset ↔ chunk arithmetic
+
+/// Number of chunks a file of `size` bytes occupies.
+pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
+    size.div_ceil(chunk_size as u64)
+}
+
+/// Plaintext length of chunk `index` in a file of `size` bytes (0 past the end).
+pub fn chunk_len(index: u64, size: u64, chunk_size: u32) -> usize {
+    let start = index * chunk_size as u64;
+    size.saturating_sub(start).min(chunk_size as u64) as usize
+}
+
+/// One piece of a byte range that falls into a single chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub index: u64,
+    /// Offset of the piece inside its chunk.
+    pub within: usize,
+    pub len: usize,
+    /// Offset of the piece inside the caller's buffer.
+    pub buf_off: usize,
+}
+
+/// Splits `[offset, offset+len)` into per-chunk pieces, in order.
+pub fn pieces(offset: u64, len: usize, chunk_size: u32) -> impl Iterator<Item = Piece> {
+    let cs = chunk_size as u64;
+    let end = offset + len as u64;
+    let mut pos = offset;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let index = pos / cs;
+        let within = (pos % cs) as usize;
+        let take = ((cs - within as u64).min(end - pos)) as usize;
+        let piece = Piece { index, within, len: take, buf_off: (pos - offset) as usize };
+        pos += take as u64;
+        Some(piece)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> VaultHeader {
+        VaultHeader { vault_id: [7; 16], aead: AEAD_XCHACHA20POLY1305, chunk_size: 65536, flags: 0 }
+    }
+
+    #[test]
+    fn header_roundtrip_and_rejects() {
+        let h = header();
+        let b = h.encode();
+        assert_eq!(b.len(), HEADER_LEN);
+        assert_eq!(VaultHeader::decode(&b).unwrap(), h);
+        let mut bad = b;
+        bad[0] ^= 1;
+        assert_eq!(VaultHeader::decode(&bad), Err(FormatError::BadMagic("vault header")));
+        let mut v2 = b;
+        v2[8] = 2;
+        assert_eq!(VaultHeader::decode(&v2), Err(FormatError::UnsupportedVersion(2)));
+        assert!(VaultHeader::decode(&b[..HEADER_LEN - 1]).is_err());
+        let mut cs = b;
+        cs[12..16].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(VaultHeader::decode(&cs).is_err());
+    }
+
+    #[test]
+    fn chunk_math() {
+        assert_eq!(chunk_count(0, 4096), 0);
+        assert_eq!(chunk_count(1, 4096), 1);
+        assert_eq!(chunk_count(4096, 4096), 1);
+        assert_eq!(chunk_count(4097, 4096), 2);
+        assert_eq!(chunk_len(0, 5000, 4096), 4096);
+        assert_eq!(chunk_len(1, 5000, 4096), 904);
+        assert_eq!(chunk_len(2, 5000, 4096), 0);
+        let p: Vec<_> = pieces(4000, 5000, 4096).collect();
+        assert_eq!(
+            p,
+            vec![
+                Piece { index: 0, within: 4000, len: 96, buf_off: 0 },
+                Piece { index: 1, within: 0, len: 4096, buf_off: 96 },
+                Piece { index: 2, within: 0, len: 808, buf_off: 4192 },
+            ]
+        );
+        assert_eq!(pieces(10, 0, 4096).count(), 0);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name(b"a"));
+        assert!(!valid_name(b""));
+        assert!(!valid_name(b"."));
+        assert!(!valid_name(b".."));
+        assert!(!valid_name(b"a/b"));
+        assert!(!valid_name(&[b'a', 0]));
+        assert!(valid_name(&[b'x'; 255]));
+        assert!(!valid_name(&[b'x'; 256]));
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("meta/xyz"), None);
+        assert_eq!(parse_hex_id(&hex(&[0xab; 16])), Some([0xab; 16]));
+        assert_eq!(parse_hex_id("zz"), None);
+    }
+
+    #[test]
+    fn journal_split_stops_at_torn_tail() {
+        let mut j = journal_header(9);
+        j.extend_from_slice(&3u32.to_le_bytes());
+        j.extend_from_slice(b"abc");
+        j.extend_from_slice(&10u32.to_le_bytes());
+        j.extend_from_slice(b"short");
+        let (seq, batches) = split_journal(&j).unwrap();
+        assert_eq!(seq, 9);
+        assert_eq!(batches, vec![&b"abc"[..]]);
+    }
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        let name = proptest::collection::vec(1u8..=255, 1..20)
+            .prop_filter("valid", |n| valid_name(n));
+        prop_oneof![
+            (any::<u64>(), any::<[u8; 16]>(), 0u32..0o7777, any::<u64>(), any::<i64>(), 0u32..1_000_000_000)
+                .prop_map(|(ino, file_id, mode, size, secs, nanos)| Record::Inode {
+                    ino,
+                    file_id,
+                    attr: Attr {
+                        kind: Kind::File,
+                        mode,
+                        uid: 1,
+                        gid: 2,
+                        size,
+                        atime: Time { secs, nanos },
+                        mtime: Time { secs, nanos },
+                        ctime: Time::default()
+                    },
+                    target: vec![1, 2, 3],
+                }),
+            (any::<u64>(), name.clone(), any::<u64>()).prop_map(|(parent, name, ino)| Record::Link { parent, name, ino }),
+            (any::<u64>(), name).prop_map(|(parent, name)| Record::Unlink { parent, name }),
+            any::<u64>().prop_map(|ino| Record::Drop { ino }),
+            (any::<u64>(), any::<u64>(), any::<[u8; 16]>(), any::<u64>(), 40u32.., any::<[u8; 16]>()).prop_map(
+                |(ino, index, pack, offset, len, tag)| Record::Chunk {
+                    ino,
+                    index,
+                    chunk: ChunkRef { pack, offset, len, tag }
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn records_roundtrip(recs in proptest::collection::vec(arb_record(), 0..20)) {
+            let buf = encode_records(&recs);
+            prop_assert_eq!(decode_records(&buf).unwrap(), recs);
+        }
+
+        #[test]
+        fn record_decoder_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_records(&buf);
+            let _ = Slot::decode(&buf);
+            let _ = SegmentPrefix::decode(&buf);
+            let _ = split_journal(&buf);
+            let _ = VaultHeader::decode(&buf);
+        }
+
+        #[test]
+        fn pieces_cover_range_exactly(offset in 0u64..1_000_000, len in 0usize..300_000, shift in 12u32..17) {
+            let cs = 1u32 << shift;
+            let ps: Vec<_> = pieces(offset, len, cs).collect();
+            let total: usize = ps.iter().map(|p| p.len).sum();
+            prop_assert_eq!(total, len);
+            let mut pos = offset;
+            for p in &ps {
+                prop_assert_eq!(p.index * cs as u64 + p.within as u64, pos);
+                prop_assert!(p.within + p.len <= cs as usize);
+                prop_assert_eq!(p.buf_off as u64, pos - offset);
+                pos += p.len as u64;
+            }
+        }
+    }
+}

@@ -1,0 +1,758 @@
+//! One open vault: header and keys, the catalog loaded from the hash-chained metadata
+//! segments, chunk sealing and authenticated chunk reads, and the commit pipeline
+//! (journal → packs uploaded → segment) that makes the cache's contents durable in the store.
+//!
+//! Lock order: `commit` → (fs file locks, outside this module) → `catalog` → cache internals
+//! → `head`. No lock is held across a store upload except `commit`.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::cache::{Cache, CacheError};
+use crate::catalog::{Catalog, CatalogError};
+use crate::crypto::{self, CryptoError, Secret32};
+use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, VaultHeader};
+use crate::keys::{self, KeyError, VaultKeys};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug)]
+pub enum VaultError {
+    NotAVault(String),
+    NotEmpty(String),
+    Key(KeyError),
+    Store(StoreError),
+    Cache(CacheError),
+    /// Metadata failed authentication, the chain is broken, or a segment is missing.
+    Metadata(String),
+    /// A data chunk failed verification.
+    Chunk(String),
+    ReadOnly,
+}
+
+impl fmt::Display for VaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VaultError::NotAVault(m) => write!(f, "{m}"),
+            VaultError::NotEmpty(m) => write!(f, "{m}"),
+            VaultError::Key(e) => write!(f, "{e}"),
+            VaultError::Store(e) => write!(f, "{e}"),
+            VaultError::Cache(e) => write!(f, "{e}"),
+            VaultError::Metadata(m) => write!(f, "vault metadata is damaged or was tampered with: {m}"),
+            VaultError::Chunk(m) => write!(f, "{m}"),
+            VaultError::ReadOnly => write!(f, "the vault is open read-only"),
+        }
+    }
+}
+
+impl std::error::Error for VaultError {}
+
+impl From<KeyError> for VaultError {
+    fn from(e: KeyError) -> Self {
+        VaultError::Key(e)
+    }
+}
+impl From<StoreError> for VaultError {
+    fn from(e: StoreError) -> Self {
+        VaultError::Store(e)
+    }
+}
+impl From<CacheError> for VaultError {
+    fn from(e: CacheError) -> Self {
+        VaultError::Cache(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, VaultError>;
+
+/// Checkpoint after this many delta segments.
+const CHECKPOINT_EVERY: u64 = 16;
+
+/// The last committed segment.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+    deltas_since_checkpoint: u64,
+}
+
+/// A commit that froze a journal but has not yet written its segment (retried first).
+struct FrozenCommit {
+    seq: u64,
+    checkpoint: Option<Vec<u8>>,
+    packs: Vec<Id>,
+}
+
+/// Counters for status, benchmarks and notes.
+#[derive(Debug, Default)]
+pub struct VaultStats {
+    pub puts: AtomicU64,
+    pub uploaded_bytes: AtomicU64,
+    pub segments: AtomicU64,
+}
+
+pub struct OpenOptions<'a> {
+    pub read_only: bool,
+    pub cache_root: Option<&'a Path>,
+    pub pack_target: u64,
+}
+
+pub struct Vault {
+    pub header: VaultHeader,
+    keys: VaultKeys,
+    store: Box<dyn Store>,
+    cache: Option<Cache>,
+    catalog: Mutex<Catalog>,
+    head: Mutex<Head>,
+    commit: Mutex<Option<FrozenCommit>>,
+    pub stats: VaultStats,
+}
+
+fn meta_err(m: impl Into<String>) -> VaultError {
+    VaultError::Metadata(m.into())
+}
+
+/// Reads and checks the vault header.
+pub fn read_header(store: &dyn Store) -> Result<VaultHeader> {
+    let bytes = match store.get(format::HEADER_OBJECT) {
+        Ok(b) => b,
+        Err(StoreError::NotFound(_)) => {
+            return Err(VaultError::NotAVault(format!(
+                "{} is not a pgcryptfs vault (no {} object; create one with `pgcryptfs init`)",
+                store.describe(),
+                format::HEADER_OBJECT
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    VaultHeader::decode(&bytes).map_err(|e: FormatError| {
+        VaultError::NotAVault(format!("{}: the vault header is unreadable: {e}", store.describe()))
+    })
+}
+
+/// Creates a new vault in an empty store: header, one sodium key slot, first checkpoint.
+pub fn init(store: &dyn Store, user_key: &Secret32, chunk_size: u32, uid: u32, gid: u32) -> Result<VaultHeader> {
+    format::validate_chunk_size(chunk_size).map_err(|e| VaultError::NotAVault(e.to_string()))?;
+    if store.get(format::HEADER_OBJECT).is_ok() {
+        return Err(VaultError::NotEmpty(format!("{} is already a pgcryptfs vault", store.describe())));
+    }
+    if !store.is_empty()? {
+        return Err(VaultError::NotEmpty(format!(
+            "{} is not empty and not a vault; refusing to initialise it",
+            store.describe()
+        )));
+    }
+    let header = VaultHeader {
+        vault_id: crypto::random_id(),
+        aead: format::AEAD_XCHACHA20POLY1305,
+        chunk_size,
+        flags: 0,
+    };
+    let master = Secret32::random();
+    let now = format::Time::now();
+    let slot = keys::make_sodium_slot(&header, &master, user_key, "sodium", now.secs);
+    store.put_new(&format!("{}{}", format::KEYS_PREFIX, format::hex(&slot.slot_id)), &slot.encode())?;
+    let keys = VaultKeys::derive(&master);
+    let body = format::encode_records(&Catalog::root_records(uid, gid, now));
+    let object = seal_segment(&header, &keys.meta, format::SEGMENT_CHECKPOINT, 1, [0; 32], &body);
+    store.put_new(&format::segment_name(1), &object)?;
+    // The header goes last: a crash during init leaves no half-made vault that mounts.
+    store.put_new(format::HEADER_OBJECT, &header.encode())?;
+    log::info!("initialised vault {} in {}", format::hex(&header.vault_id), store.describe());
+    Ok(header)
+}
+
+fn seal_segment(header: &VaultHeader, meta: &Secret32, kind: u8, seq: u64, prev_hash: [u8; 32], body: &[u8]) -> Vec<u8> {
+    let prefix = SegmentPrefix { kind, seq, prev_hash }.encode();
+    let aad = format::segment_aad(header, &prefix);
+    let mut object = prefix;
+    crypto::seal_into(meta, &aad, body, &mut object);
+    object
+}
+
+/// Unlocks the master key with the user's key.
+pub fn unlock(store: &dyn Store, header: &VaultHeader, user_key: &Secret32) -> Result<VaultKeys> {
+    let mut slots = Vec::new();
+    for (name, _) in store.list(format::KEYS_PREFIX)? {
+        slots.push((name.clone(), store.get(&name)?));
+    }
+    if slots.is_empty() {
+        return Err(VaultError::NotAVault(format!("{} has no key slots", store.describe())));
+    }
+    let (slot_id, master) = keys::open_slots(header, &slots, user_key)?;
+    log::info!("unlocked vault {} with key slot {}", format::hex(&header.vault_id), format::hex(&slot_id));
+    Ok(VaultKeys::derive(&master))
+}
+
+impl Vault {
+    /// Opens a vault: unlock, load metadata, and (writable) lock the cache and recover it.
+    pub fn open(store: Box<dyn Store>, user_key: &Secret32, opts: &OpenOptions) -> Result<Self> {
+        let header = read_header(store.as_ref())?;
+        let keys = unlock(store.as_ref(), &header, user_key)?;
+        let (catalog, head) = load_metadata(store.as_ref(), &header, &keys)?;
+        let cache = match (opts.read_only, opts.cache_root) {
+            (false, Some(root)) => Some(Cache::open(root, &header.vault_id, opts.pack_target)?),
+            (false, None) => return Err(VaultError::NotAVault("a writable mount needs a cache directory".into())),
+            (true, _) => None,
+        };
+        let vault = Vault {
+            header,
+            keys,
+            store,
+            cache,
+            catalog: Mutex::new(catalog),
+            head: Mutex::new(head),
+            commit: Mutex::new(None),
+            stats: VaultStats::default(),
+        };
+        if vault.cache.is_some() {
+            vault.recover()?;
+        } else {
+            vault.catalog.lock().unwrap().take_pending();
+        }
+        Ok(vault)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.cache.is_none()
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    pub fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap()
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.header.chunk_size
+    }
+
+    /// Replays journals left by a process that died, uploads the packs they reference and
+    /// writes a checkpoint, so the store holds every byte that was fsynced.
+    fn recover(&self) -> Result<()> {
+        let cache = self.cache.as_ref().expect("writable");
+        let head = *self.head.lock().unwrap();
+        let mut cat = self.catalog.lock().unwrap();
+        let mut replayed = 0usize;
+        let mut expect = head.seq + 1;
+        for seq in cache.journal_files()? {
+            if seq <= head.seq {
+                cache.remove_journal(seq)?;
+                continue;
+            }
+            if seq != expect {
+                return Err(meta_err(format!("cache journal {seq} follows a missing journal {expect}")));
+            }
+            expect += 1;
+            for rec in self.read_journal(cache, seq)? {
+                cat.apply(&rec).map_err(|e| meta_err(format!("cache journal {seq}: {e}")))?;
+                replayed += 1;
+            }
+        }
+        cat.finish_load().map_err(|e| meta_err(e.to_string()))?;
+        let orphan_drops = cat.take_pending().len();
+        let leftovers = cache.leftover_packs()?;
+        if replayed > 0 || orphan_drops > 0 || !leftovers.is_empty() {
+            log::warn!(
+                "recovering the cache of an unclean shutdown: {replayed} journal records, {} staged packs",
+                leftovers.len()
+            );
+            let referenced = cat.referenced_packs();
+            for id in &leftovers {
+                if referenced.contains_key(id) {
+                    self.upload_pack(cache, id)?;
+                } else {
+                    cache.remove_staging(id)?;
+                }
+            }
+            let body = format::encode_records(&cat.snapshot());
+            self.write_segment(format::SEGMENT_CHECKPOINT, head.seq + 1, &body)?;
+            for seq in cache.journal_files()? {
+                cache.remove_journal(seq)?;
+            }
+        }
+        let next = self.head.lock().unwrap().seq + 1;
+        cache.start_journal(next)?;
+        Ok(())
+    }
+
+    fn read_journal(&self, cache: &Cache, seq: u64) -> Result<Vec<Record>> {
+        let bytes = cache.read_journal(seq)?;
+        let (hseq, batches) =
+            format::split_journal(&bytes).map_err(|e| meta_err(format!("cache journal {seq}: {e}")))?;
+        if hseq != seq {
+            return Err(meta_err(format!("cache journal {seq} claims to be journal {hseq}")));
+        }
+        let mut out = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            let aad = format::journal_aad(&self.header, seq, i as u32);
+            let plain = crypto::open(&self.keys.meta, &aad, b)
+                .map_err(|_| meta_err(format!("cache journal {seq} batch {i} failed authentication")))?;
+            out.extend(format::decode_records(&plain).map_err(|e| meta_err(format!("cache journal {seq}: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    // -- data ------------------------------------------------------------------------------------
+
+    /// Seals one chunk into the active staging pack.
+    pub fn seal_chunk(&self, file_id: &Id, index: u64, plain: &[u8]) -> Result<ChunkRef> {
+        let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        let aad = format::chunk_aad(&self.header, file_id, index);
+        let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
+        let tag = crypto::seal_into(&self.keys.data, &aad, plain, &mut sealed);
+        let (pack, offset) = cache.append_chunk(&sealed)?;
+        Ok(ChunkRef { pack, offset, len: sealed.len() as u32, tag })
+    }
+
+    /// Reads and authenticates one chunk. The error names the pack and what failed.
+    pub fn read_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, out: &mut Vec<u8>) -> Result<()> {
+        let staged = match &self.cache {
+            Some(cache) => cache.read_staging(&c.pack, c.offset, c.len as usize)?,
+            None => None,
+        };
+        let sealed = match staged {
+            Some(s) => s,
+            None => self.store.get_range(&format::pack_name(&c.pack), c.offset, c.len as usize).map_err(|e| {
+                VaultError::Chunk(format!("pack {} offset {}: {e}", format::hex(&c.pack), c.offset))
+            })?,
+        };
+        let where_ = || format!("pack {} offset {}", format::hex(&c.pack), c.offset);
+        if !crypto::ct_eq(&sealed[sealed.len() - format::TAG_LEN..], &c.tag) {
+            return Err(VaultError::Chunk(format!(
+                "{}: the chunk is not the one the metadata records (replaced or replayed)",
+                where_()
+            )));
+        }
+        let aad = format::chunk_aad(&self.header, file_id, index);
+        crypto::open_into(&self.keys.data, &aad, &sealed, out).map_err(|e: CryptoError| {
+            VaultError::Chunk(format!("{}: {e} (the chunk was modified or moved)", where_()))
+        })
+    }
+
+    // -- metadata --------------------------------------------------------------------------------
+
+    /// Writes pending catalog records to the local journal and fsyncs it (after the packs).
+    /// The caller has sealed the chunks it wants covered.
+    pub fn flush_journal(&self) -> Result<()> {
+        let Some(cache) = &self.cache else { return Ok(()) };
+        let mut cat = self.catalog.lock().unwrap();
+        self.append_pending(cache, &mut cat)
+    }
+
+    fn append_pending(&self, cache: &Cache, cat: &mut Catalog) -> Result<()> {
+        let recs = cat.take_pending();
+        if recs.is_empty() {
+            return Ok(());
+        }
+        cache.sync_packs()?;
+        let plain = format::encode_records(&recs);
+        let header = self.header;
+        cache.journal_append(|seq, batch| {
+            crypto::seal(&self.keys.meta, &format::journal_aad(&header, seq, batch), &plain)
+        })?;
+        Ok(())
+    }
+
+    /// Makes everything journaled so far durable in the store. Returns whether a segment was
+    /// written.
+    pub fn commit(&self) -> Result<bool> {
+        let Some(cache) = &self.cache else { return Ok(false) };
+        let mut frozen = self.commit.lock().unwrap();
+        if let Some(f) = frozen.as_ref() {
+            self.finish_commit(cache, f)?;
+            *frozen = None;
+        }
+        let next = {
+            let mut cat = self.catalog.lock().unwrap();
+            self.append_pending(cache, &mut cat)?;
+            match cache.rotate_journal()? {
+                None => {
+                    // Nothing new in the journal; closed packs hold only unreferenced data.
+                    None
+                }
+                Some(seq) => {
+                    let deltas = self.head.lock().unwrap().deltas_since_checkpoint;
+                    let checkpoint =
+                        (deltas + 1 >= CHECKPOINT_EVERY).then(|| format::encode_records(&cat.snapshot()));
+                    let packs = cache.take_closed_packs(true)?;
+                    Some(FrozenCommit { seq, checkpoint, packs })
+                }
+            }
+        };
+        let Some(f) = next else { return Ok(false) };
+        let result = self.finish_commit(cache, &f);
+        if result.is_err() {
+            *frozen = Some(f);
+        }
+        result.map(|()| true)
+    }
+
+    fn finish_commit(&self, cache: &Cache, f: &FrozenCommit) -> Result<()> {
+        for id in &f.packs {
+            self.upload_pack(cache, id)?;
+        }
+        let (kind, body) = match &f.checkpoint {
+            Some(cp) => (format::SEGMENT_CHECKPOINT, cp.clone()),
+            None => {
+                let recs = self.read_journal(cache, f.seq)?;
+                (format::SEGMENT_DELTA, format::encode_records(&recs))
+            }
+        };
+        self.write_segment(kind, f.seq, &body)?;
+        cache.remove_journal(f.seq)?;
+        Ok(())
+    }
+
+    fn upload_pack(&self, cache: &Cache, id: &Id) -> Result<()> {
+        let path = cache.staging_file(id);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.store.put_file(&format::pack_name(id), &path)?;
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
+        self.stats.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
+        cache.remove_staging(id)?;
+        Ok(())
+    }
+
+    fn write_segment(&self, kind: u8, seq: u64, body: &[u8]) -> Result<()> {
+        let mut head = self.head.lock().unwrap();
+        if seq != head.seq + 1 {
+            return Err(meta_err(format!("segment {seq} does not follow the head {}", head.seq)));
+        }
+        let object = seal_segment(&self.header, &self.keys.meta, kind, seq, head.hash, body);
+        match self.store.put_new(&format::segment_name(seq), &object) {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists(_)) => {
+                return Err(meta_err(format!(
+                    "segment {seq} was written by someone else: another writer is using this vault"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
+        self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        head.seq = seq;
+        head.hash = crypto::hash32(&object);
+        if kind == format::SEGMENT_CHECKPOINT {
+            head.deltas_since_checkpoint = 0;
+            drop(head);
+            // Older segments are superseded; a failure here only leaves garbage.
+            for (name, _) in self.store.list(format::META_PREFIX)? {
+                if format::parse_segment_name(&name).is_some_and(|s| s < seq) {
+                    self.store.delete(&name)?;
+                }
+            }
+        } else {
+            head.deltas_since_checkpoint += 1;
+        }
+        log::debug!("committed metadata segment {seq} ({} bytes)", body.len());
+        Ok(())
+    }
+
+    /// Staged and uncommitted work, for sync progress.
+    pub fn backlog(&self) -> (u64, usize) {
+        match &self.cache {
+            Some(c) => {
+                let s = c.stats();
+                (s.staged_bytes, s.closed_packs)
+            }
+            None => (0, 0),
+        }
+    }
+}
+
+/// Loads the newest checkpoint and the deltas after it, checking names, seqs, the hash chain
+/// and every seal.
+fn load_metadata(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys) -> Result<(Catalog, Head)> {
+    let mut seqs: Vec<u64> =
+        store.list(format::META_PREFIX)?.iter().filter_map(|(n, _)| format::parse_segment_name(n)).collect();
+    seqs.sort_unstable();
+    if seqs.is_empty() {
+        return Err(meta_err("no metadata segments (meta/ is empty)"));
+    }
+    // Walk back from the newest to the newest checkpoint.
+    let mut chain: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut expect = *seqs.last().expect("non-empty");
+    for &seq in seqs.iter().rev() {
+        if seq != expect {
+            return Err(meta_err(format!("metadata segment {expect} is missing")));
+        }
+        let object = store.get(&format::segment_name(seq))?;
+        let (prefix, _) = SegmentPrefix::decode(&object).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+        if prefix.seq != seq {
+            return Err(meta_err(format!("segment {seq} claims to be segment {}", prefix.seq)));
+        }
+        let is_checkpoint = prefix.kind == format::SEGMENT_CHECKPOINT;
+        chain.push((seq, object));
+        if is_checkpoint {
+            break;
+        }
+        if seq == 0 {
+            break;
+        }
+        expect = seq - 1;
+    }
+    chain.reverse();
+    let first_is_checkpoint =
+        SegmentPrefix::decode(&chain[0].1).map(|(p, _)| p.kind == format::SEGMENT_CHECKPOINT).unwrap_or(false);
+    if !first_is_checkpoint {
+        return Err(meta_err(format!("no checkpoint at or before segment {}", chain[0].0)));
+    }
+    let mut catalog = Catalog::new(header.chunk_size);
+    let mut prev_hash: Option<[u8; 32]> = None;
+    let mut deltas = 0;
+    for (seq, object) in &chain {
+        let (prefix, sealed) = SegmentPrefix::decode(object).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+        if let Some(h) = prev_hash
+            && !crypto::ct_eq(&h, &prefix.prev_hash)
+        {
+            return Err(meta_err(format!("segment {seq} does not chain to segment {}", seq - 1)));
+        }
+        let aad = format::segment_aad(header, &prefix.encode());
+        let plain = crypto::open(&keys.meta, &aad, sealed)
+            .map_err(|_| meta_err(format!("segment {seq} failed authentication")))?;
+        let recs = format::decode_records(&plain).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+        for r in &recs {
+            catalog.apply(r).map_err(|e: CatalogError| meta_err(format!("segment {seq}: {e}")))?;
+        }
+        if prefix.kind == format::SEGMENT_DELTA {
+            deltas += 1;
+        }
+        prev_hash = Some(crypto::hash32(object));
+    }
+    catalog.finish_load().map_err(|e| meta_err(e.to_string()))?;
+    let (seq, last) = chain.last().expect("non-empty");
+    Ok((catalog, Head { seq: *seq, hash: crypto::hash32(last), deltas_since_checkpoint: deltas }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Kind;
+    use crate::store::MemStore;
+    use std::sync::Arc;
+
+    struct Shared(Arc<MemStore>);
+    impl Store for Shared {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn put(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
+            self.0.put(k, d)
+        }
+        fn put_new(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
+            self.0.put_new(k, d)
+        }
+        fn get(&self, k: &str) -> crate::store::Result<Vec<u8>> {
+            self.0.get(k)
+        }
+        fn get_range(&self, k: &str, o: u64, l: usize) -> crate::store::Result<Vec<u8>> {
+            self.0.get_range(k, o, l)
+        }
+        fn list(&self, p: &str) -> crate::store::Result<Vec<(String, u64)>> {
+            self.0.list(p)
+        }
+        fn delete(&self, k: &str) -> crate::store::Result<()> {
+            self.0.delete(k)
+        }
+        fn is_empty(&self) -> crate::store::Result<bool> {
+            self.0.is_empty()
+        }
+    }
+
+    fn err_of(r: Result<Vault>) -> VaultError {
+        match r {
+            Err(e) => e,
+            Ok(_) => panic!("the vault opened"),
+        }
+    }
+
+    fn ro(mem: &Arc<MemStore>) -> Result<Vault> {
+        Vault::open(Box::new(Shared(mem.clone())), &key(), &OpenOptions { read_only: true, cache_root: None, pack_target: 1 })
+    }
+
+    fn key() -> Secret32 {
+        Secret32::from_bytes([5; 32])
+    }
+
+    fn open(mem: &Arc<MemStore>, cache: &Path) -> Result<Vault> {
+        Vault::open(
+            Box::new(Shared(mem.clone())),
+            &key(),
+            &OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20 },
+        )
+    }
+
+    fn write_file(v: &Vault, name: &[u8], data: &[u8]) -> u64 {
+        let ino = v.catalog().create(crate::catalog::ROOT, name, Kind::File, 0o644, 0, 0, b"", format::Time::now()).unwrap();
+        let fid = v.catalog().get(ino).unwrap().file_id;
+        let c = v.seal_chunk(&fid, 0, data).unwrap();
+        let mut cat = v.catalog();
+        cat.set_chunk(ino, 0, c).unwrap();
+        cat.note_write(ino, data.len() as u64, format::Time::now()).unwrap();
+        ino
+    }
+
+    fn read_file(v: &Vault, name: &[u8]) -> Result<Vec<u8>> {
+        let (fid, c) = {
+            let cat = v.catalog();
+            let i = cat.lookup(crate::catalog::ROOT, name).unwrap();
+            (i.file_id, i.chunk(0).unwrap())
+        };
+        let mut out = Vec::new();
+        v.read_chunk(&fid, 0, &c, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn init_refuses_non_empty_and_wrong_key() {
+        let mem = Arc::new(MemStore::new());
+        mem.put("junk", b"x").unwrap();
+        assert!(matches!(init(&Shared(mem.clone()), &key(), 65536, 0, 0), Err(VaultError::NotEmpty(_))));
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        assert!(matches!(init(&Shared(mem.clone()), &key(), 65536, 0, 0), Err(VaultError::NotEmpty(_))));
+        let wrong = err_of(Vault::open(
+            Box::new(Shared(mem.clone())),
+            &Secret32::from_bytes([6; 32]),
+            &OpenOptions { read_only: true, cache_root: None, pack_target: 1 },
+        ));
+        assert!(matches!(wrong, VaultError::Key(KeyError::WrongKey)), "{wrong}");
+        let empty = Arc::new(MemStore::new());
+        assert!(matches!(err_of(ro(&empty)), VaultError::NotAVault(_)));
+    }
+
+    #[test]
+    fn commit_then_reopen_from_empty_cache() {
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let c1 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c1.path()).unwrap();
+        write_file(&v, b"a", b"alpha");
+        assert!(v.commit().unwrap());
+        assert!(!v.commit().unwrap());
+        write_file(&v, b"b", b"beta");
+        assert!(v.commit().unwrap());
+        drop(v);
+        let c2 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c2.path()).unwrap();
+        assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
+        assert_eq!(read_file(&v, b"b").unwrap(), b"beta");
+        assert_eq!(v.catalog().lookup(crate::catalog::ROOT, b"b").unwrap().attr.size, 4);
+    }
+
+    #[test]
+    fn checkpoints_replace_old_segments() {
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let c1 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c1.path()).unwrap();
+        for i in 0..40u32 {
+            write_file(&v, format!("f{i}").as_bytes(), &i.to_le_bytes());
+            v.commit().unwrap();
+        }
+        drop(v);
+        let segs = mem.list("meta/").unwrap().len();
+        assert!(segs <= CHECKPOINT_EVERY as usize, "{segs} segments");
+        let c2 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c2.path()).unwrap();
+        for i in 0..40u32 {
+            assert_eq!(read_file(&v, format!("f{i}").as_bytes()).unwrap(), i.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn journal_recovery_after_crash() {
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let c1 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c1.path()).unwrap();
+        write_file(&v, b"synced", b"durable");
+        v.flush_journal().unwrap();
+        write_file(&v, b"unsynced", b"lost");
+        // "kill -9": drop without commit. Nothing is in the store yet.
+        drop(v);
+        assert!(mem.list("packs/").unwrap().is_empty());
+        let v = open(&mem, c1.path()).unwrap();
+        assert_eq!(read_file(&v, b"synced").unwrap(), b"durable");
+        assert!(v.catalog().lookup(crate::catalog::ROOT, b"unsynced").is_err());
+        drop(v);
+        // Recovery committed to the store: an empty cache sees it too.
+        let c2 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c2.path()).unwrap();
+        assert_eq!(read_file(&v, b"synced").unwrap(), b"durable");
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let c1 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c1.path()).unwrap();
+        write_file(&v, b"a", b"alpha");
+        write_file(&v, b"b", b"bravo");
+        v.commit().unwrap();
+        let old_a = {
+            let cat = v.catalog();
+            cat.lookup(crate::catalog::ROOT, b"a").unwrap().chunk(0).unwrap()
+        };
+        // Rewrite a: the old chunk stays in its pack (garbage) and can be replayed.
+        let ino = v.catalog().lookup(crate::catalog::ROOT, b"a").unwrap().ino;
+        let fid = v.catalog().get(ino).unwrap().file_id;
+        let new_a = v.seal_chunk(&fid, 0, b"ALPHA").unwrap();
+        v.catalog().set_chunk(ino, 0, new_a).unwrap();
+        v.commit().unwrap();
+        drop(v);
+        let pack_a = format::pack_name(&new_a.pack);
+        let pristine = mem.get(&pack_a).unwrap();
+
+        let reopen = || ro(&mem).ok().unwrap();
+
+        // Flipped bit.
+        let mut t = pristine.clone();
+        t[new_a.offset as usize + 26] ^= 1; // inside the ciphertext
+        mem.put(&pack_a, &t).unwrap();
+        assert!(matches!(read_file(&reopen(), b"a"), Err(VaultError::Chunk(m)) if m.contains("modified")));
+        // Replay of the older version of the chunk in place of the new one.
+        let old_bytes = mem.get_range(&format::pack_name(&old_a.pack), old_a.offset, old_a.len as usize).unwrap();
+        let mut t = pristine.clone();
+        t.splice(new_a.offset as usize..(new_a.offset + new_a.len as u64) as usize, old_bytes);
+        mem.put(&pack_a, &t).unwrap();
+        assert!(matches!(read_file(&reopen(), b"a"), Err(VaultError::Chunk(m)) if m.contains("replaced or replayed")));
+        // Deleted pack.
+        mem.delete(&pack_a).unwrap();
+        assert!(matches!(read_file(&reopen(), b"a"), Err(VaultError::Chunk(m)) if m.contains("does not exist")));
+        mem.put(&pack_a, &pristine).unwrap();
+        assert_eq!(read_file(&reopen(), b"a").unwrap(), b"ALPHA");
+        assert_eq!(read_file(&reopen(), b"b").unwrap(), b"bravo");
+
+        // Metadata: a flipped bit, a missing segment, a swapped segment.
+        let segs = mem.list("meta/").unwrap();
+        let (last, _) = segs.last().unwrap().clone();
+        let orig = mem.get(&last).unwrap();
+        let mut t = orig.clone();
+        let n = t.len();
+        t[n - 20] ^= 1;
+        mem.put(&last, &t).unwrap();
+        let e = err_of(ro(&mem));
+        assert!(matches!(&e, VaultError::Metadata(m) if m.contains("failed authentication")), "{e}");
+        mem.put(&last, &orig).unwrap();
+        let (middle, _) = segs[segs.len() - 2].clone();
+        let mid = mem.get(&middle).unwrap();
+        mem.delete(&middle).unwrap();
+        let e = err_of(ro(&mem));
+        assert!(matches!(&e, VaultError::Metadata(m) if m.contains("missing")), "{e}");
+        mem.put(&middle, &orig).unwrap();
+        let e = err_of(ro(&mem));
+        assert!(matches!(&e, VaultError::Metadata(m) if m.contains("chain") || m.contains("claims")), "{e}");
+        mem.put(&middle, &mid).unwrap();
+        reopen();
+    }
+}
