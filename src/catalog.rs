@@ -493,6 +493,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// A truncation is under way: lengths of chunks sealed next follow `size`.
+    pub fn note_truncate(&mut self, ino: u64, size: u64) -> Result<()> {
+        let i = self.get_mut(ino)?;
+        i.attr.size = size;
+        self.attr_dirty.insert(ino);
+        Ok(())
+    }
+
+    /// The parent directory of `ino` (the root for itself and for unknown ones).
+    pub fn parent_of(&self, ino: u64) -> u64 {
+        self.inodes.get(&ino).map(|i| i.parent).filter(|p| *p != 0).unwrap_or(ROOT)
+    }
+
     pub fn set_chunk(&mut self, ino: u64, index: u64, chunk: ChunkRef) -> Result<()> {
         self.get(ino)?;
         self.log(Record::Chunk { ino, index, chunk });

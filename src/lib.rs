@@ -5,8 +5,14 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod format;
+pub mod fs;
+pub mod fuse;
 pub mod keys;
 pub mod store;
 pub mod vault;

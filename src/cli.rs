@@ -1,0 +1,209 @@
+//! Command-line interface (clap): parses arguments into `config` types and dispatches.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, InitConfig, KeyConfig, MountConfig};
+use crate::daemon;
+use crate::format;
+use crate::keys::{KeySource, KeyTransform};
+
+#[derive(Parser)]
+#[command(
+    name = "pgcryptfs",
+    version,
+    about = "An encrypting FUSE file system for PostgreSQL backups",
+    long_about = "pgcryptfs mounts an encrypted vault so that unmodified tools (pg_basebackup, cp, tar, rsync) \
+                  can write backups into it. Every chunk is sealed with XChaCha20-Poly1305 before it touches a \
+                  disk; only ciphertext reaches the cache and the store.\n\n\
+                  STORE is a local directory path or file:///path."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the key comes from. Exactly one source; the key itself is never an argument.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct KeySourceArgs {
+    /// Read the key from this file.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Read the key from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub key_env: Option<String>,
+    /// Run this shell command and read the key from its standard output.
+    #[arg(long, value_name = "CMD")]
+    pub key_command: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    pub source: KeySourceArgs,
+    /// How the key bytes are read (WAL-G's meaning): hex = exactly 64 hex characters,
+    /// base64 = exactly 32 bytes once decoded, none = raw bytes (at least 25; truncated or
+    /// zero-padded to 32).
+    #[arg(long, value_enum, default_value = "none")]
+    pub key_transform: KeyTransform,
+}
+
+impl KeyArgs {
+    fn to_config(&self) -> KeyConfig {
+        let s = &self.source;
+        let source = match (&s.key_file, &s.key_env, &s.key_command) {
+            (Some(f), _, _) => KeySource::File(f.clone()),
+            (_, Some(v), _) => KeySource::Env(v.clone()),
+            (_, _, Some(c)) => KeySource::Command(c.clone()),
+            _ => unreachable!("clap requires one key source"),
+        };
+        KeyConfig { source, transform: self.key_transform }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new vault in an empty STORE.
+    Init {
+        /// Local directory (or file:///path) to hold the vault; must be empty or absent.
+        store: String,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Plaintext chunk size (power of two, 4K to 4M).
+        #[arg(long, default_value = "64K", value_parser = config::parse_size)]
+        chunk_size: u64,
+    },
+    /// Mount a vault. Returns once the file system is serving (unless --foreground).
+    Mount {
+        store: String,
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Cache directory for staged ciphertext and the local journal
+        /// [default: /var/cache/pgcryptfs as root, else ~/.cache/pgcryptfs].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Mount read-only (no cache needed; several read-only mounts may coexist).
+        #[arg(long)]
+        read_only: bool,
+        /// Stay in the foreground and log to stderr.
+        #[arg(long)]
+        foreground: bool,
+        /// Let other users (e.g. postgres) use the mount; the kernel checks modes and owners.
+        #[arg(long)]
+        allow_other: bool,
+        /// Disable the kernel's write-back page cache (slower; for debugging).
+        #[arg(long)]
+        no_writeback_cache: bool,
+        /// Commit staged data to the store this often, in seconds.
+        #[arg(long, default_value_t = config::DEFAULT_COMMIT_SECS, value_name = "SECS")]
+        commit_interval: u64,
+        /// Target size of pack objects.
+        #[arg(long, default_value = "16M", value_parser = config::parse_size)]
+        pack_size: u64,
+        /// FUSE worker threads.
+        #[arg(long, default_value_t = config::DEFAULT_THREADS)]
+        threads: usize,
+        /// Log file of the background daemon [default: /var/log/pgcryptfs.log as root,
+        /// else ~/.local/state/pgcryptfs.log].
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+    },
+    /// Drain everything to the store, unmount, and wait for the daemon to exit.
+    /// Exits non-zero if anything could not be stored.
+    Umount { mountpoint: PathBuf },
+    /// Block until everything written so far is in the store.
+    Sync { mountpoint: PathBuf },
+    /// Print the daemon's staged bytes and upload counters.
+    Status { mountpoint: PathBuf },
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Init { store, key, chunk_size } => {
+            let chunk_size = match u32::try_from(chunk_size).map_err(|_| "chunk size too large".to_string()).and_then(|c| {
+                format::validate_chunk_size(c).map(|_| c).map_err(|e| e.to_string())
+            }) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            daemon::init(&InitConfig { store, key: key.to_config(), chunk_size })
+        }
+        Command::Mount {
+            store,
+            mountpoint,
+            key,
+            cache_dir,
+            read_only,
+            foreground,
+            allow_other,
+            no_writeback_cache,
+            commit_interval,
+            pack_size,
+            threads,
+            log_file,
+        } => {
+            return daemon::mount(MountConfig {
+                store,
+                mountpoint,
+                key: key.to_config(),
+                cache_dir: cache_dir.unwrap_or_else(config::default_cache_dir),
+                read_only,
+                foreground,
+                allow_other,
+                writeback_cache: !no_writeback_cache,
+                threads,
+                commit_interval: Duration::from_secs(commit_interval.max(1)),
+                pack_size: pack_size.max(1 << 20),
+                log_file,
+            });
+        }
+        Command::Umount { mountpoint } => {
+            daemon::umount_command(&mountpoint, std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }
+        Command::Sync { mountpoint } => daemon::sync_command(&mountpoint),
+        Command::Status { mountpoint } => daemon::status_command(&mountpoint),
+    };
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            0
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("pgcryptfs: {msg}");
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_source_is_required_and_exclusive() {
+        assert!(Cli::try_parse_from(["pgcryptfs", "init", "/v"]).is_err());
+        assert!(Cli::try_parse_from(["pgcryptfs", "init", "/v", "--key-file", "a", "--key-env", "B"]).is_err());
+        let c = Cli::try_parse_from(["pgcryptfs", "init", "/v", "--key-env", "K", "--key-transform", "hex"]).unwrap();
+        match c.command {
+            Command::Init { key, chunk_size, .. } => {
+                assert_eq!(key.to_config().source, KeySource::Env("K".into()));
+                assert_eq!(key.key_transform, KeyTransform::Hex);
+                assert_eq!(chunk_size, 65536);
+            }
+            _ => panic!(),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Typed, validated settings for each command, and the parsers of their value syntaxes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::keys::{KeySource, KeyTransform};
+
+/// Where the user key comes from and how to read it.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub source: KeySource,
+    pub transform: KeyTransform,
+}
+
+#[derive(Debug, Clone)]
+pub struct InitConfig {
+    pub store: String,
+    pub key: KeyConfig,
+    pub chunk_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub store: String,
+    pub mountpoint: PathBuf,
+    pub key: KeyConfig,
+    pub cache_dir: PathBuf,
+    pub read_only: bool,
+    pub foreground: bool,
+    pub allow_other: bool,
+    pub writeback_cache: bool,
+    pub threads: usize,
+    pub commit_interval: Duration,
+    pub pack_size: u64,
+    pub log_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
+pub const DEFAULT_COMMIT_SECS: u64 = 30;
+pub const DEFAULT_THREADS: usize = 4;
+
+/// Parses "65536", "64K", "64KiB", "16M", "1G" (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in '{s}' (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The default cache root: /var/cache/pgcryptfs for root, else the user's cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/cache/pgcryptfs");
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("pgcryptfs");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/pgcryptfs"),
+        None => PathBuf::from("/tmp/pgcryptfs-cache"),
+    }
+}
+
+/// The daemon's default log: /var/log/pgcryptfs.log for root, else in the user's state directory.
+pub fn default_log_file() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/log/pgcryptfs.log");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/pgcryptfs.log"),
+        None => PathBuf::from("/tmp/pgcryptfs.log"),
+    }
+}
+
+/// Directory of control sockets: /run/pgcryptfs for root, else the user's runtime directory.
+pub fn runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PGCRYPTFS_RUNTIME_DIR") {
+        return PathBuf::from(d);
+    }
+    if is_root() {
+        return PathBuf::from("/run/pgcryptfs");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(x) => PathBuf::from(x).join("pgcryptfs"),
+        // SAFETY: getuid has no preconditions.
+        None => PathBuf::from(format!("/tmp/pgcryptfs-{}", unsafe { libc::getuid() })),
+    }
+}
+
+/// Absolute, symlink-free form of a mountpoint (it must exist).
+pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf, String> {
+    let c = std::fs::canonicalize(p).map_err(|e| format!("mountpoint {}: {e}", p.display()))?;
+    if !c.is_dir() {
+        return Err(format!("mountpoint {} is not a directory", p.display()));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("12Q").unwrap_err().contains("unit"));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+}

@@ -1,0 +1,489 @@
+//! Wiring and lifetime of a mount: daemonizing behind a readiness pipe, vault → fs → FUSE,
+//! the control socket, periodic commits, signals, and the drain to the store on unmount.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::config::{InitConfig, KeyConfig, MountConfig};
+use crate::control;
+use crate::format;
+use crate::fs::Fs;
+use crate::fuse::FuseFs;
+use crate::keys;
+use crate::store;
+use crate::vault::{self, OpenOptions, Vault};
+
+/// Creates a vault (the `init` command).
+pub fn init(cfg: &InitConfig) -> Result<String, String> {
+    let key = keys::load_user_key(&cfg.key.source, cfg.key.transform).map_err(|e| e.to_string())?;
+    let store = store::open_store(&cfg.store)?;
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let header = vault::init(store.as_ref(), &key, cfg.chunk_size, uid, gid).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "created vault {} in {} (chunk size {} bytes)",
+        format::hex(&header.vault_id),
+        store.describe(),
+        header.chunk_size
+    ))
+}
+
+/// True if `path` is the mount point of some mounted file system.
+fn is_mountpoint(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.as_os_str().as_bytes();
+    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want))
+}
+
+fn unescape_mount(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn umount2(path: &Path, flags: i32) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: c is a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Unmounts `path`: directly as root, else through fusermount3.
+pub fn unmount(path: &Path, lazy: bool) -> std::io::Result<()> {
+    match umount2(path, if lazy { libc::MNT_DETACH } else { 0 }) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let mut cmd = std::process::Command::new("fusermount3");
+            cmd.arg("-u").arg(path);
+            if lazy {
+                cmd.arg("-z");
+            }
+            let out = cmd.output()?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+            }
+        }
+        r => r,
+    }
+}
+
+/// What the main thread, the committer and control handlers share.
+struct Shared {
+    fs: Arc<Fs>,
+    mountpoint: PathBuf,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    drain: Mutex<Option<Result<String, String>>>,
+    drain_cv: Condvar,
+}
+
+/// The `mount` command. Returns the process exit code.
+pub fn mount(mut cfg: MountConfig) -> i32 {
+    let mountpoint = match crate::config::canonical_mountpoint(&cfg.mountpoint) {
+        Ok(m) => m,
+        Err(e) => return fail_early(&e),
+    };
+    if is_mountpoint(&mountpoint) {
+        return fail_early(&format!("{} is already a mount point", mountpoint.display()));
+    }
+    cfg.mountpoint = mountpoint;
+    if !cfg.store.contains("://") {
+        // Make a relative store path survive the daemon's chdir("/").
+        if let Ok(abs) = std::path::absolute(&cfg.store) {
+            cfg.store = abs.to_string_lossy().into_owned();
+        }
+    }
+    // The daemon runs in "/": every relative path must be made absolute now.
+    if let Ok(abs) = std::path::absolute(&cfg.cache_dir) {
+        cfg.cache_dir = abs;
+    }
+    if let Some(Ok(abs)) = cfg.log_file.as_ref().map(std::path::absolute) {
+        cfg.log_file = Some(abs);
+    }
+    if let crate::keys::KeySource::File(f) = &cfg.key.source
+        && let Ok(abs) = std::path::absolute(f)
+    {
+        cfg.key.source = crate::keys::KeySource::File(abs);
+    }
+    if cfg.foreground {
+        return serve(cfg, None);
+    }
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return fail_early(&format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the fds were just created and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no threads exist yet in this process (nothing before this point spawns any),
+    // so the child may continue running ordinary Rust code.
+    match unsafe { libc::fork() } {
+        -1 => fail_early(&format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(rd);
+            // SAFETY: setsid has no preconditions in a fresh child.
+            unsafe { libc::setsid() };
+            let _ = std::env::set_current_dir("/");
+            serve(cfg, Some(std::fs::File::from(wr)))
+        }
+        _child => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            match msg.trim() {
+                "OK" => 0,
+                "" => fail_early("the pgcryptfs daemon exited during start-up (see its log)"),
+                m => fail_early(m.strip_prefix("ERR ").unwrap_or(m)),
+            }
+        }
+    }
+}
+
+fn fail_early(msg: &str) -> i32 {
+    eprintln!("pgcryptfs: {msg}");
+    1
+}
+
+fn init_logging(cfg: &MountConfig, daemonized: bool) -> Result<(), String> {
+    let mp = cfg.mountpoint.display().to_string();
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info,fuser=error".into()));
+    b.format(move |buf, rec| {
+        let ts = format::Time::now();
+        writeln!(buf, "{}.{:03} {} pgcryptfs[{}] {}: {}", ts.secs, ts.nanos / 1_000_000, rec.level(), std::process::id(), mp, rec.args())
+    });
+    // Log lines name files, so the default log is never inside the (untrusted) cache.
+    let log_file = cfg.log_file.clone().or_else(|| daemonized.then(crate::config::default_log_file));
+    if let Some(path) = log_file {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    let _ = b.try_init();
+    Ok(())
+}
+
+/// Runs the mount in this process until it is unmounted; reports readiness on `ready`.
+fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
+    let report_err = |ready: &mut Option<std::fs::File>, msg: String| -> i32 {
+        log::error!("{msg}");
+        match ready.as_mut() {
+            Some(f) => {
+                let _ = writeln!(f, "ERR {msg}");
+                1
+            }
+            None => fail_early(&msg),
+        }
+    };
+    if let Err(e) = init_logging(&cfg, ready.is_some()) {
+        return report_err(&mut ready, e);
+    }
+    block_signals();
+    let (fs, session, listener) = match start(&cfg) {
+        Ok(x) => x,
+        Err(e) => return report_err(&mut ready, e),
+    };
+    let shared = Arc::new(Shared {
+        fs,
+        mountpoint: cfg.mountpoint.clone(),
+        stop: Mutex::new(false),
+        stop_cv: Condvar::new(),
+        drain: Mutex::new(None),
+        drain_cv: Condvar::new(),
+    });
+    spawn_signal_thread(cfg.mountpoint.clone());
+    {
+        let s = shared.clone();
+        std::thread::Builder::new().name("control".into()).spawn(move || control_loop(s, listener)).expect("spawn");
+    }
+    let committer = {
+        let s = shared.clone();
+        let every = cfg.commit_interval;
+        std::thread::Builder::new().name("committer".into()).spawn(move || commit_loop(s, every)).expect("spawn")
+    };
+    log::info!(
+        "mounted {} on {} ({}, {} FUSE threads)",
+        cfg.store,
+        cfg.mountpoint.display(),
+        if cfg.read_only { "read-only" } else { "read-write" },
+        cfg.threads
+    );
+    if let Some(mut f) = ready.take() {
+        let _ = writeln!(f, "OK");
+        drop(f);
+        redirect_stdio_to_null();
+    }
+    let run = session.run();
+    if let Err(e) = &run {
+        log::error!("FUSE session ended with an error: {e}");
+    }
+    *shared.stop.lock().unwrap() = true;
+    shared.stop_cv.notify_all();
+    let _ = committer.join();
+    let result = drain(&shared.fs);
+    match &result {
+        Ok(m) => log::info!("unmounted: {m}"),
+        Err(e) => log::error!("unmounted, but the drain to the store failed: {e}"),
+    }
+    let code = i32::from(result.is_err());
+    *shared.drain.lock().unwrap() = Some(result);
+    shared.drain_cv.notify_all();
+    let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
+    // Give umount clients a moment to read the result before the process goes.
+    std::thread::sleep(Duration::from_millis(100));
+    code
+}
+
+/// Opens the vault, binds the control socket and mounts.
+fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
+    let key = load_key(&cfg.key)?;
+    let store = store::open_store(&cfg.store)?;
+    let opts = OpenOptions { read_only: cfg.read_only, cache_root: Some(&cfg.cache_dir), pack_target: cfg.pack_size };
+    let vault = Vault::open(store, &key, &opts).map_err(|e| e.to_string())?;
+    drop(key);
+    let fs = Arc::new(Fs::new(vault));
+    let listener = bind_control(&cfg.mountpoint)?;
+    let mut fcfg = Config::default();
+    fcfg.mount_options = vec![
+        MountOption::FSName(cfg.store.clone()),
+        MountOption::Subtype("pgcryptfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        if cfg.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    fcfg.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
+    fcfg.n_threads = Some(cfg.threads.max(1));
+    fcfg.clone_fd = true;
+    let session = fuser::Session::new(FuseFs::new(fs.clone(), cfg.writeback_cache), &cfg.mountpoint, &fcfg)
+        .map_err(|e| {
+            let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
+            format!("cannot mount on {}: {e}", cfg.mountpoint.display())
+        })?;
+    Ok((fs, session, listener))
+}
+
+fn load_key(k: &KeyConfig) -> Result<crate::crypto::Secret32, String> {
+    keys::load_user_key(&k.source, k.transform).map_err(|e| e.to_string())
+}
+
+fn bind_control(mountpoint: &Path) -> Result<UnixListener, String> {
+    let path = control::socket_path(mountpoint);
+    let dir = path.parent().expect("socket has a directory");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Err(format!("another pgcryptfs daemon already serves {}", mountpoint.display()));
+    }
+    let _ = std::fs::remove_file(&path);
+    UnixListener::bind(&path).map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))
+}
+
+fn control_loop(shared: Arc<Shared>, listener: UnixListener) {
+    for stream in listener.incoming().flatten() {
+        let s = shared.clone();
+        let _ = std::thread::Builder::new().name("control-client".into()).spawn(move || {
+            if let Some((session, cmd)) = control::Session::accept(stream) {
+                handle(&s, session, &cmd);
+            }
+        });
+    }
+}
+
+fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
+    match cmd {
+        "SYNC" => {
+            let (staged, packs) = shared.fs.vault().backlog();
+            session.progress(staged, packs);
+            let r = shared.fs.sync_to_store().map(|_| "everything written so far is in the store".to_string());
+            session.finish(r.map_err(|e| e.to_string()));
+        }
+        "STATUS" => {
+            let v = shared.fs.vault();
+            let (staged, packs) = v.backlog();
+            use std::sync::atomic::Ordering::Relaxed;
+            session.finish(Ok(format!(
+                "staged_bytes={staged} packs_waiting={packs} puts={} uploaded_bytes={} segments={}",
+                v.stats.puts.load(Relaxed),
+                v.stats.uploaded_bytes.load(Relaxed),
+                v.stats.segments.load(Relaxed)
+            )));
+        }
+        "UMOUNT" => {
+            if let Err(e) = unmount(&shared.mountpoint, false) {
+                let msg = if e.raw_os_error() == Some(libc::EBUSY) {
+                    format!("{} is busy (files or directories are open there)", shared.mountpoint.display())
+                } else {
+                    format!("cannot unmount {}: {e}", shared.mountpoint.display())
+                };
+                return session.finish(Err(msg));
+            }
+            let mut g = shared.drain.lock().unwrap();
+            loop {
+                if let Some(r) = g.as_ref() {
+                    return session.finish(r.clone());
+                }
+                let (staged, packs) = shared.fs.vault().backlog();
+                session.progress(staged, packs);
+                g = shared.drain_cv.wait_timeout(g, Duration::from_millis(500)).unwrap().0;
+            }
+        }
+        other => session.finish(Err(format!("unknown command {other:?}"))),
+    }
+}
+
+fn commit_loop(shared: Arc<Shared>, every: Duration) {
+    let mut stop = shared.stop.lock().unwrap();
+    loop {
+        stop = shared.stop_cv.wait_timeout(stop, every).unwrap().0;
+        if *stop {
+            return;
+        }
+        drop(stop);
+        if let Err(e) = shared.fs.sync_to_store() {
+            log::error!("periodic commit to the store failed (will retry): {e}");
+        }
+        stop = shared.stop.lock().unwrap();
+    }
+}
+
+/// Final drain after the kernel let go: seal, upload and commit everything, with retries.
+fn drain(fs: &Fs) -> Result<String, String> {
+    if fs.vault().read_only() {
+        return Ok("read-only mount, nothing to store".into());
+    }
+    let mut last = String::new();
+    for attempt in 0..5 {
+        match fs.sync_to_store() {
+            Ok(_) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let st = &fs.vault().stats;
+                return Ok(format!(
+                    "everything is in the store ({} objects written, {} bytes of packs)",
+                    st.puts.load(Relaxed),
+                    st.uploaded_bytes.load(Relaxed)
+                ));
+            }
+            Err(e) => {
+                last = e.to_string();
+                log::warn!("drain attempt {} failed: {last}", attempt + 1);
+                std::thread::sleep(Duration::from_millis(200 << attempt));
+            }
+        }
+    }
+    Err(format!("{last}; unstored data stays in the cache and is uploaded by the next mount of this cache"))
+}
+
+fn block_signals() {
+    // SAFETY: plain signal-set manipulation on a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// SIGTERM/SIGINT/SIGHUP detach the mount; the session then ends and the daemon drains.
+fn spawn_signal_thread(mountpoint: PathBuf) {
+    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        // SAFETY: sigwait on a set of signals blocked in every thread.
+        let sig = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+            sig
+        };
+        log::info!("signal {sig}: unmounting and draining to the store");
+        if let Err(e) = unmount(&mountpoint, true) {
+            log::error!("unmount on signal failed: {e}");
+        }
+    });
+}
+
+fn redirect_stdio_to_null() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto the standard descriptors with a valid source fd.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+/// The `umount` command: ask the daemon to unmount and drain, wait for it to exit.
+pub fn umount_command(mountpoint: &Path, show_progress: bool) -> Result<String, String> {
+    let mp = crate::config::canonical_mountpoint(mountpoint)?;
+    let reply = control::request(&mp, "UMOUNT", |staged, packs| {
+        if show_progress {
+            eprint!("\rpgcryptfs: draining to the store: {staged} bytes staged, {packs} packs queued   ");
+        }
+    })?;
+    if show_progress {
+        eprintln!();
+    }
+    if let Some(pid) = reply.pid
+        && !control::wait_for_exit(pid, Duration::from_secs(120))
+    {
+        return Err(format!("the daemon (pid {pid}) did not exit after unmounting"));
+    }
+    if reply.ok { Ok(reply.text) } else { Err(reply.text) }
+}
+
+/// The `sync` command.
+pub fn sync_command(mountpoint: &Path) -> Result<String, String> {
+    let mp = crate::config::canonical_mountpoint(mountpoint)?;
+    let reply = control::request(&mp, "SYNC", |staged, packs| {
+        eprintln!("pgcryptfs: syncing: {staged} bytes staged, {packs} packs queued");
+    })?;
+    if reply.ok { Ok(reply.text) } else { Err(reply.text) }
+}
+
+/// The `status` command.
+pub fn status_command(mountpoint: &Path) -> Result<String, String> {
+    let mp = crate::config::canonical_mountpoint(mountpoint)?;
+    let reply = control::request(&mp, "STATUS", |_, _| {})?;
+    if reply.ok { Ok(reply.text) } else { Err(reply.text) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mount("/mnt/a\\040b"), b"/mnt/a b");
+        assert_eq!(unescape_mount("/plain"), b"/plain");
+    }
+}

@@ -1,0 +1,600 @@
+//! POSIX behaviour over the vault: inodes and handles, bounded per-file plaintext buffers of
+//! dirty chunks, read-modify-write, truncate, fsync, and the one errno table.
+//!
+//! Lock order: `files` map → one file's `FileData` → catalog (inside `vault`) → cache.
+//! A `FileData` lock is never taken while the catalog lock is held.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::cache::CacheError;
+use crate::catalog::{self, CatalogError, SetAttr};
+use crate::crypto;
+use crate::format::{self, Id, Kind, Time};
+use crate::vault::{Vault, VaultError};
+
+/// A POSIX error number. `errno_of` is the only place errors become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl From<CatalogError> for Errno {
+    fn from(e: CatalogError) -> Self {
+        errno_of(&FsError::Catalog(e))
+    }
+}
+
+/// What can go wrong below the fs layer.
+#[derive(Debug)]
+pub enum FsError {
+    Catalog(CatalogError),
+    Vault(VaultError),
+}
+
+/// The errno table.
+pub fn errno_of(e: &FsError) -> Errno {
+    Errno(match e {
+        FsError::Catalog(c) => match c {
+            CatalogError::NotFound => libc::ENOENT,
+            CatalogError::Exists => libc::EEXIST,
+            CatalogError::NotDir => libc::ENOTDIR,
+            CatalogError::IsDir => libc::EISDIR,
+            CatalogError::NotEmpty => libc::ENOTEMPTY,
+            CatalogError::Invalid => libc::EINVAL,
+            CatalogError::NameTooLong => libc::ENAMETOOLONG,
+            CatalogError::Corrupt(_) => libc::EIO,
+        },
+        FsError::Vault(v) => match v {
+            VaultError::ReadOnly => libc::EROFS,
+            VaultError::Cache(CacheError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
+                libc::ENOSPC
+            }
+            VaultError::Cache(CacheError::Io { source, .. }) if source.raw_os_error() == Some(libc::EDQUOT) => {
+                libc::EDQUOT
+            }
+            _ => libc::EIO,
+        },
+    })
+}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// What getattr returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub ino: u64,
+    pub kind: Kind,
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+/// One directory entry as readdir returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub cookie: u64,
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// Plaintext of chunks written but not yet sealed, for one inode.
+struct FileData {
+    file_id: Id,
+    dirty: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Drop for FileData {
+    fn drop(&mut self) {
+        for buf in self.dirty.values_mut() {
+            crypto::wipe(buf);
+        }
+    }
+}
+
+/// Most dirty chunks one file may hold before the oldest are sealed.
+const MAX_DIRTY_CHUNKS: usize = 32;
+
+pub struct Fs {
+    vault: Vault,
+    files: Mutex<HashMap<u64, Arc<Mutex<FileData>>>>,
+    handles: Mutex<HashMap<u64, u64>>,
+    next_fh: AtomicU64,
+}
+
+impl Fs {
+    pub fn new(vault: Vault) -> Self {
+        Self { vault, files: Mutex::new(HashMap::new()), handles: Mutex::new(HashMap::new()), next_fh: AtomicU64::new(1) }
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.vault.read_only() { Err(Errno(libc::EROFS)) } else { Ok(()) }
+    }
+
+    /// Logs a vault error with what was being done (naming the file) and maps it.
+    fn verr(&self, e: VaultError, what: impl FnOnce() -> String) -> Errno {
+        log::error!("{}: {e}", what());
+        errno_of(&FsError::Vault(e))
+    }
+
+    pub fn stat(&self, ino: u64) -> Result<Stat> {
+        let cat = self.vault.catalog();
+        let i = cat.get(ino)?;
+        Ok(Stat {
+            ino,
+            kind: i.attr.kind,
+            perm: i.attr.mode,
+            nlink: i.nlink(),
+            uid: i.attr.uid,
+            gid: i.attr.gid,
+            size: i.attr.size,
+            blocks: i.attr.size.div_ceil(512),
+            atime: i.attr.atime,
+            mtime: i.attr.mtime,
+            ctime: i.attr.ctime,
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Stat> {
+        let ino = self.vault.catalog().lookup(parent, name)?.ino;
+        self.stat(ino)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let cat = self.vault.catalog();
+        let i = cat.get(ino)?;
+        if i.attr.kind != Kind::Symlink {
+            return Err(Errno(libc::EINVAL));
+        }
+        Ok(i.target.clone())
+    }
+
+    /// Creates a non-directory node; `mode` carries the S_IF* type bits.
+    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Stat> {
+        self.writable()?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return Err(Errno(libc::EPERM)), // device nodes have no place in a backup vault
+        };
+        let ino = self.vault.catalog().create(parent, name, kind, mode, uid, gid, b"", Time::now())?;
+        self.stat(ino)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Stat> {
+        self.writable()?;
+        let ino = self.vault.catalog().create(parent, name, Kind::Dir, mode, uid, gid, b"", Time::now())?;
+        self.stat(ino)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Stat> {
+        self.writable()?;
+        let ino = self.vault.catalog().create(parent, name, Kind::Symlink, 0o777, uid, gid, target, Time::now())?;
+        self.stat(ino)
+    }
+
+    pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> Result<Stat> {
+        self.writable()?;
+        self.vault.catalog().link(ino, parent, name, Time::now()).map_err(|e| match e {
+            CatalogError::IsDir => Errno(libc::EPERM),
+            e => e.into(),
+        })?;
+        self.stat(ino)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        let ino = self.vault.catalog().unlink(parent, name, Time::now())?;
+        self.forget_data_if_gone(ino);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.vault.catalog().rmdir(parent, name, Time::now())?;
+        Ok(())
+    }
+
+    pub fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> Result<()> {
+        self.writable()?;
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(Errno(libc::EINVAL)); // RENAME_EXCHANGE and RENAME_WHITEOUT are not supported
+        }
+        let replaced = self.vault.catalog().lookup(new_parent, new_name).map(|i| i.ino).ok();
+        self.vault.catalog().rename(
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags & libc::RENAME_NOREPLACE != 0,
+            Time::now(),
+        )?;
+        if let Some(ino) = replaced {
+            self.forget_data_if_gone(ino);
+        }
+        Ok(())
+    }
+
+    /// Drops the dirty buffers of an inode that no longer exists.
+    fn forget_data_if_gone(&self, ino: u64) {
+        if self.vault.catalog().get(ino).is_err() {
+            self.files.lock().unwrap().remove(&ino);
+        }
+    }
+
+    // -- handles ----------------------------------------------------------------------------------
+
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64> {
+        if write {
+            self.writable()?;
+        }
+        {
+            let mut cat = self.vault.catalog();
+            let i = cat.get(ino)?;
+            if i.attr.kind == Kind::Dir && write {
+                return Err(Errno(libc::EISDIR));
+            }
+            cat.open(ino)?;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, ino);
+        Ok(fh)
+    }
+
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(Stat, u64)> {
+        let st = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, uid, gid)?;
+        let fh = self.open(st.ino, true)?;
+        Ok((st, fh))
+    }
+
+    /// close(2) of one descriptor: seal what it wrote (errors reach close's caller).
+    pub fn flush(&self, ino: u64) -> Result<()> {
+        self.seal_file(ino, None)
+    }
+
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let Some(ino) = self.handles.lock().unwrap().remove(&fh) else { return Err(Errno(libc::EBADF)) };
+        let sealed = self.seal_file(ino, None);
+        let still_open = {
+            let mut cat = self.vault.catalog();
+            cat.release(ino);
+            cat.get(ino).map(|i| i.open > 0).unwrap_or(false)
+        };
+        if !still_open {
+            let mut files = self.files.lock().unwrap();
+            if files.get(&ino).is_some_and(|f| f.lock().unwrap().dirty.is_empty()) {
+                files.remove(&ino);
+            }
+        }
+        sealed
+    }
+
+    /// fsync(2)/fdatasync(2): the file's data and metadata (and everything logged before
+    /// them) are durable in the local cache when this returns.
+    pub fn fsync(&self, ino: u64) -> Result<()> {
+        self.seal_file(ino, None)?;
+        self.vault.flush_journal().map_err(|e| self.verr(e, || format!("fsync of {}", self.path(ino))))
+    }
+
+    /// fsync of a directory: its entries are durable in the local cache.
+    pub fn fsyncdir(&self, _ino: u64) -> Result<()> {
+        self.vault.flush_journal().map_err(|e| self.verr(e, || "fsync of a directory".into()))
+    }
+
+    fn path(&self, ino: u64) -> String {
+        self.vault.catalog().path_of(ino)
+    }
+
+    // -- data ----------------------------------------------------------------------------------------
+
+    fn file_data(&self, ino: u64, create: bool) -> Result<Option<Arc<Mutex<FileData>>>> {
+        let mut files = self.files.lock().unwrap();
+        if let Some(f) = files.get(&ino) {
+            return Ok(Some(f.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let file_id = {
+            let cat = self.vault.catalog();
+            let i = cat.get(ino)?;
+            match i.attr.kind {
+                Kind::File => i.file_id,
+                Kind::Dir => return Err(Errno(libc::EISDIR)),
+                _ => return Err(Errno(libc::EINVAL)),
+            }
+        };
+        let f = Arc::new(Mutex::new(FileData { file_id, dirty: BTreeMap::new() }));
+        files.insert(ino, f.clone());
+        Ok(Some(f))
+    }
+
+    /// Decrypts stored chunk `index` into a full-size zero-padded buffer (zeros if absent).
+    fn load_chunk(&self, ino: u64, file_id: &Id, index: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let cs = self.vault.chunk_size() as usize;
+        let c = self.vault.catalog().get(ino)?.chunk(index);
+        buf.clear();
+        if let Some(c) = c {
+            self.vault.read_chunk(file_id, index, &c, buf).map_err(|e| {
+                self.verr(e, || format!("reading {} (inode {ino}) chunk {index}", self.path(ino)))
+            })?;
+            if buf.len() > cs {
+                crypto::wipe(buf);
+                log::error!("reading {} chunk {index}: chunk longer than the chunk size", self.path(ino));
+                return Err(Errno(libc::EIO));
+            }
+        }
+        buf.resize(cs, 0);
+        Ok(())
+    }
+
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let fd = self.file_data(ino, false)?;
+        let guard = fd.as_ref().map(|f| f.lock().unwrap());
+        let (fsize, file_id) = {
+            let cat = self.vault.catalog();
+            let i = cat.get(ino)?;
+            if i.attr.kind == Kind::Dir {
+                return Err(Errno(libc::EISDIR));
+            }
+            (i.attr.size, i.file_id)
+        };
+        if offset >= fsize {
+            return Ok(Vec::new());
+        }
+        let end = fsize.min(offset + size as u64);
+        let mut out = vec![0u8; (end - offset) as usize];
+        let mut scratch = Vec::new();
+        for p in format::pieces(offset, out.len(), self.vault.chunk_size()) {
+            let dst = &mut out[p.buf_off..p.buf_off + p.len];
+            if let Some(buf) = guard.as_ref().and_then(|g| g.dirty.get(&p.index)) {
+                dst.copy_from_slice(&buf[p.within..p.within + p.len]);
+            } else {
+                self.load_chunk(ino, &file_id, p.index, &mut scratch)?;
+                dst.copy_from_slice(&scratch[p.within..p.within + p.len]);
+            }
+        }
+        crypto::wipe(&mut scratch);
+        Ok(out)
+    }
+
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.writable()?;
+        let end = offset.checked_add(data.len() as u64).ok_or(Errno(libc::EFBIG))?;
+        if end > (1u64 << 40) * self.vault.chunk_size() as u64 {
+            return Err(Errno(libc::EFBIG));
+        }
+        let fd = self.file_data(ino, true)?.expect("created");
+        let mut f = fd.lock().unwrap();
+        let cs = self.vault.chunk_size();
+        let size = self.vault.catalog().get(ino)?.attr.size;
+        let file_id = f.file_id;
+        let mut new_dirty = 0i64;
+        for p in format::pieces(offset, data.len(), cs) {
+            if !f.dirty.contains_key(&p.index) {
+                let existing = format::chunk_len(p.index, size, cs);
+                let mut buf = Vec::with_capacity(cs as usize);
+                if existing > 0 && !(p.within == 0 && p.len >= existing) {
+                    self.load_chunk(ino, &file_id, p.index, &mut buf)?;
+                } else {
+                    buf.resize(cs as usize, 0);
+                }
+                f.dirty.insert(p.index, buf);
+                new_dirty += 1;
+            }
+            let buf = f.dirty.get_mut(&p.index).expect("inserted");
+            buf[p.within..p.within + p.len].copy_from_slice(&data[p.buf_off..p.buf_off + p.len]);
+        }
+        {
+            let mut cat = self.vault.catalog();
+            cat.add_unsealed(ino, new_dirty);
+            cat.note_write(ino, end, Time::now())?;
+        }
+        // Seal what the writer has moved past, and the oldest chunks beyond the bound.
+        let past = end / cs as u64;
+        let mut to_seal: Vec<u64> = f.dirty.range(..past).map(|(i, _)| *i).collect();
+        let excess = f.dirty.len().saturating_sub(to_seal.len()).saturating_sub(MAX_DIRTY_CHUNKS);
+        to_seal.extend(f.dirty.range(past..).take(excess).map(|(i, _)| *i));
+        self.seal_chunks(ino, &mut f, &to_seal)?;
+        Ok(data.len())
+    }
+
+    /// Seals the given dirty chunks of `f` (lengths from the current file size).
+    fn seal_chunks(&self, ino: u64, f: &mut FileData, indices: &[u64]) -> Result<()> {
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let cs = self.vault.chunk_size();
+        let size = self.vault.catalog().get(ino)?.attr.size;
+        for &index in indices {
+            let Some(mut buf) = f.dirty.remove(&index) else { continue };
+            let len = format::chunk_len(index, size, cs);
+            let sealed = if len == 0 {
+                None
+            } else {
+                match self.vault.seal_chunk(&f.file_id, index, &buf[..len]) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        // Keep the data: a later flush retries, nothing acknowledged is lost.
+                        f.dirty.insert(index, buf);
+                        return Err(self.verr(e, || format!("writing {} chunk {index}", self.path(ino))));
+                    }
+                }
+            };
+            crypto::wipe(&mut buf);
+            let mut cat = self.vault.catalog();
+            if let Some(c) = sealed {
+                cat.set_chunk(ino, index, c)?;
+            }
+            cat.add_unsealed(ino, -1);
+        }
+        Ok(())
+    }
+
+    /// Seals every dirty chunk of `ino`; with `new_size`, first applies a truncation to the
+    /// buffers (drop chunks past the end, zero the tail of the last one).
+    fn seal_file(&self, ino: u64, new_size: Option<u64>) -> Result<()> {
+        let Some(fd) = self.file_data(ino, new_size.is_some())? else { return Ok(()) };
+        let mut f = fd.lock().unwrap();
+        if let Some(new) = new_size {
+            self.truncate_buffers(ino, &mut f, new)?;
+        }
+        let all: Vec<u64> = f.dirty.keys().copied().collect();
+        self.seal_chunks(ino, &mut f, &all)
+    }
+
+    fn truncate_buffers(&self, ino: u64, f: &mut FileData, new: u64) -> Result<()> {
+        let cs = self.vault.chunk_size();
+        let old = self.vault.catalog().get(ino)?.attr.size;
+        if new >= old {
+            return Ok(());
+        }
+        let keep = format::chunk_count(new, cs);
+        let dropped: Vec<u64> = f.dirty.range(keep..).map(|(i, _)| *i).collect();
+        for i in &dropped {
+            if let Some(mut b) = f.dirty.remove(i) {
+                crypto::wipe(&mut b);
+            }
+        }
+        self.vault.catalog().add_unsealed(ino, -(dropped.len() as i64));
+        let within = (new % cs as u64) as usize;
+        if within != 0 {
+            let tail = new / cs as u64;
+            if !f.dirty.contains_key(&tail) {
+                let mut buf = Vec::new();
+                self.load_chunk(ino, &f.file_id.clone(), tail, &mut buf)?;
+                f.dirty.insert(tail, buf);
+                self.vault.catalog().add_unsealed(ino, 1);
+            }
+            let buf = f.dirty.get_mut(&tail).expect("present");
+            buf[within..].fill(0);
+        }
+        // Lengths of sealed chunks follow the catalog size: shrink it before sealing.
+        self.vault.catalog().note_truncate(ino, new)?;
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Stat> {
+        self.writable()?;
+        let (is_file, old_size) = {
+            let cat = self.vault.catalog();
+            let a = &cat.get(ino)?.attr;
+            (a.kind == Kind::File, a.size)
+        };
+        let mut s = s.clone();
+        if s.size.is_some_and(|n| n != old_size) && s.mtime.is_none() {
+            s.mtime = Some(Time::now());
+        }
+        let s = &s;
+        if is_file {
+            self.seal_file(ino, s.size)?;
+        } else if s.size.is_some() {
+            return Err(Errno(libc::EISDIR));
+        }
+        self.vault.catalog().setattr(ino, s, Time::now())?;
+        self.stat(ino)
+    }
+
+    /// fallocate(2) mode 0: reserve by extending the size; other modes are not supported.
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        self.writable()?;
+        if mode != 0 {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let end = offset.checked_add(len).ok_or(Errno(libc::EFBIG))?;
+        let size = self.vault.catalog().get(ino)?.attr.size;
+        if end > size {
+            self.setattr(ino, &SetAttr { size: Some(end), ..Default::default() })?;
+        }
+        Ok(())
+    }
+
+    // -- directories ---------------------------------------------------------------------------------
+
+    /// Entries after `offset` ("." is cookie 1, ".." cookie 2).
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let cat = self.vault.catalog();
+        let i = cat.get(ino)?;
+        let d = i.dir.as_ref().ok_or(Errno(libc::ENOTDIR))?;
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(DirEntry { cookie: 1, ino, kind: Kind::Dir, name: b".".to_vec() });
+        }
+        if offset < 2 {
+            out.push(DirEntry { cookie: 2, ino: cat.parent_of(ino), kind: Kind::Dir, name: b"..".to_vec() });
+        }
+        for (cookie, name, child) in d.after(offset.max(catalog::FIRST_COOKIE - 1)) {
+            if out.len() >= max {
+                break;
+            }
+            let kind = cat.get(child).map(|c| c.attr.kind).unwrap_or(Kind::File);
+            out.push(DirEntry { cookie, ino: child, kind, name: name.to_vec() });
+        }
+        Ok(out)
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let bsize = 4096u64;
+        let (total, free) = self.vault.store().free_bytes().unwrap_or((1 << 50, 1 << 49));
+        let inodes = self.vault.catalog().inode_count() as u64;
+        StatFs {
+            blocks: total / bsize,
+            bfree: free / bsize,
+            bavail: free / bsize,
+            files: inodes + (1 << 32),
+            ffree: 1 << 32,
+            bsize: bsize as u32,
+            namelen: format::NAME_MAX as u32,
+        }
+    }
+
+    // -- durability in the store --------------------------------------------------------------------
+
+    /// Seals every file's dirty chunks.
+    pub fn seal_all(&self) -> Result<()> {
+        let files: Vec<(u64, Arc<Mutex<FileData>>)> =
+            self.files.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut first_err = Ok(());
+        for (ino, fd) in files {
+            let mut f = fd.lock().unwrap();
+            let all: Vec<u64> = f.dirty.keys().copied().collect();
+            if let Err(e) = self.seal_chunks(ino, &mut f, &all)
+                && first_err.is_ok()
+            {
+                first_err = Err(e);
+            }
+        }
+        first_err
+    }
+
+    /// Makes everything written so far durable in the store.
+    pub fn sync_to_store(&self) -> std::result::Result<bool, VaultError> {
+        if self.vault.read_only() {
+            return Ok(false);
+        }
+        self.seal_all().map_err(|e| VaultError::Chunk(format!("sealing buffered data failed: errno {}", e.0)))?;
+        self.vault.commit()
+    }
+}
