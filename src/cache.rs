@@ -60,6 +60,8 @@ struct Journal {
     seq: u64,
     file: File,
     batches: u32,
+    /// Length of the file up to the last complete, synced batch.
+    len: u64,
 }
 
 /// Counters the daemon reports.
@@ -124,6 +126,10 @@ impl Cache {
                 .append(true)
                 .open(self.staging_path(&id))
                 .map_err(io_err("creating a staging pack"))?;
+            // The pack's directory entry must survive a crash as well as its bytes.
+            File::open(self.dir.join("staging"))
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("syncing the staging directory"))?;
             p.active = Some(ActivePack { id, file, len: 0 });
         }
         let a = p.active.as_mut().expect("just set");
@@ -221,11 +227,12 @@ impl Cache {
             .truncate(true)
             .open(&path)
             .map_err(io_err("creating the journal"))?;
-        file.write_all(&format::journal_header(seq)).map_err(io_err("writing the journal"))?;
+        let header = format::journal_header(seq);
+        file.write_all(&header).map_err(io_err("writing the journal"))?;
         file.sync_all().map_err(io_err("syncing the journal"))?;
         self.sync_dir()?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io_err("opening the journal"))?;
-        *self.journal.lock().unwrap() = Some(Journal { seq, file, batches: 0 });
+        *self.journal.lock().unwrap() = Some(Journal { seq, file, batches: 0, len: header.len() as u64 });
         Ok(())
     }
 
@@ -237,8 +244,13 @@ impl Cache {
         let mut rec = Vec::with_capacity(4 + sealed.len());
         rec.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         rec.extend_from_slice(&sealed);
-        j.file.write_all(&rec).map_err(io_err("appending to the journal"))?;
-        j.file.sync_data().map_err(io_err("syncing the journal"))?;
+        let written = j.file.write_all(&rec).and_then(|()| j.file.sync_data());
+        if let Err(e) = written {
+            // Cut a torn batch off so the next append starts at a batch boundary.
+            let _ = j.file.set_len(j.len);
+            return Err(io_err("appending to the journal")(e));
+        }
+        j.len += rec.len() as u64;
         j.batches += 1;
         Ok(())
     }

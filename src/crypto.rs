@@ -47,21 +47,26 @@ pub fn init() {
 pub struct Secret32(Box<[u8; 32]>);
 
 impl Secret32 {
-    /// Takes ownership of key bytes; the caller's copy should be wiped by the caller.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    /// Moves key bytes into locked memory and wipes the caller's buffer.
+    pub fn take(bytes: &mut [u8; 32]) -> Self {
         init();
-        let mut b = Box::new(bytes);
+        let mut b = Box::new([0u8; 32]);
         // SAFETY: b points at 32 valid bytes owned by the box for its whole life.
         unsafe { ffi::sodium_mlock(b.as_mut_ptr().cast(), 32) };
-        let mut tmp = bytes;
-        wipe(&mut tmp);
+        b.copy_from_slice(bytes);
+        wipe(bytes);
         Secret32(b)
+    }
+
+    /// For constants in tests and known-answer vectors.
+    pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
+        Self::take(&mut bytes)
     }
 
     pub fn random() -> Self {
         let mut b = [0u8; 32];
         random_bytes(&mut b);
-        Self::from_bytes(b)
+        Self::take(&mut b)
     }
 
     pub fn expose(&self) -> &[u8; 32] {
@@ -192,7 +197,7 @@ pub fn derive(master: &Secret32, id: u64, ctx: &[u8; 8]) -> Secret32 {
         ffi::crypto_kdf_derive_from_key(sub.as_mut_ptr(), 32, id, ctx.as_ptr().cast(), master.expose().as_ptr())
     };
     assert_eq!(rc, 0, "crypto_kdf_derive_from_key with valid sizes cannot fail");
-    Secret32::from_bytes(sub)
+    Secret32::take(&mut sub)
 }
 
 /// BLAKE2b-256 of `data`.

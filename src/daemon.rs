@@ -453,12 +453,15 @@ pub fn umount_command(mountpoint: &Path, show_progress: bool) -> Result<String, 
     if show_progress {
         eprintln!();
     }
+    if !reply.ok {
+        return Err(reply.text);
+    }
     if let Some(pid) = reply.pid
         && !control::wait_for_exit(pid, Duration::from_secs(120))
     {
         return Err(format!("the daemon (pid {pid}) did not exit after unmounting"));
     }
-    if reply.ok { Ok(reply.text) } else { Err(reply.text) }
+    Ok(reply.text)
 }
 
 /// The `sync` command.

@@ -156,9 +156,22 @@ impl Fs {
         })
     }
 
+    /// Looks up an entry; the kernel now holds a reference to it (see `forget`).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Stat> {
         let ino = self.vault.catalog().lookup(parent, name)?.ino;
+        self.entry(ino)
+    }
+
+    /// Stat of an inode the kernel is being handed a reference to.
+    fn entry(&self, ino: u64) -> Result<Stat> {
+        self.vault.catalog().remember(ino);
         self.stat(ino)
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.vault.catalog().forget(ino, n);
+        self.forget_data_if_gone(ino);
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -180,19 +193,19 @@ impl Fs {
             _ => return Err(Errno(libc::EPERM)), // device nodes have no place in a backup vault
         };
         let ino = self.vault.catalog().create(parent, name, kind, mode, uid, gid, b"", Time::now())?;
-        self.stat(ino)
+        self.entry(ino)
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Stat> {
         self.writable()?;
         let ino = self.vault.catalog().create(parent, name, Kind::Dir, mode, uid, gid, b"", Time::now())?;
-        self.stat(ino)
+        self.entry(ino)
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Stat> {
         self.writable()?;
         let ino = self.vault.catalog().create(parent, name, Kind::Symlink, 0o777, uid, gid, target, Time::now())?;
-        self.stat(ino)
+        self.entry(ino)
     }
 
     pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> Result<Stat> {
@@ -201,7 +214,7 @@ impl Fs {
             CatalogError::IsDir => Errno(libc::EPERM),
             e => e.into(),
         })?;
-        self.stat(ino)
+        self.entry(ino)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
@@ -271,12 +284,12 @@ impl Fs {
 
     /// close(2) of one descriptor: seal what it wrote (errors reach close's caller).
     pub fn flush(&self, ino: u64) -> Result<()> {
-        self.seal_file(ino, None)
+        self.seal_file(ino)
     }
 
     pub fn release(&self, fh: u64) -> Result<()> {
         let Some(ino) = self.handles.lock().unwrap().remove(&fh) else { return Err(Errno(libc::EBADF)) };
-        let sealed = self.seal_file(ino, None);
+        let sealed = self.seal_file(ino);
         let still_open = {
             let mut cat = self.vault.catalog();
             cat.release(ino);
@@ -294,7 +307,7 @@ impl Fs {
     /// fsync(2)/fdatasync(2): the file's data and metadata (and everything logged before
     /// them) are durable in the local cache when this returns.
     pub fn fsync(&self, ino: u64) -> Result<()> {
-        self.seal_file(ino, None)?;
+        self.seal_file(ino)?;
         self.vault.flush_journal().map_err(|e| self.verr(e, || format!("fsync of {}", self.path(ino))))
     }
 
@@ -392,24 +405,29 @@ impl Fs {
         let size = self.vault.catalog().get(ino)?.attr.size;
         let file_id = f.file_id;
         let mut new_dirty = 0i64;
-        for p in format::pieces(offset, data.len(), cs) {
-            if !f.dirty.contains_key(&p.index) {
-                let existing = format::chunk_len(p.index, size, cs);
-                let mut buf = Vec::with_capacity(cs as usize);
-                if existing > 0 && !(p.within == 0 && p.len >= existing) {
-                    self.load_chunk(ino, &file_id, p.index, &mut buf)?;
-                } else {
-                    buf.resize(cs as usize, 0);
+        let filled = (|| -> Result<()> {
+            for p in format::pieces(offset, data.len(), cs) {
+                if !f.dirty.contains_key(&p.index) {
+                    let existing = format::chunk_len(p.index, size, cs);
+                    let mut buf = Vec::with_capacity(cs as usize);
+                    if existing > 0 && !(p.within == 0 && p.len >= existing) {
+                        self.load_chunk(ino, &file_id, p.index, &mut buf)?;
+                    } else {
+                        buf.resize(cs as usize, 0);
+                    }
+                    f.dirty.insert(p.index, buf);
+                    new_dirty += 1;
                 }
-                f.dirty.insert(p.index, buf);
-                new_dirty += 1;
+                let buf = f.dirty.get_mut(&p.index).expect("inserted");
+                buf[p.within..p.within + p.len].copy_from_slice(&data[p.buf_off..p.buf_off + p.len]);
             }
-            let buf = f.dirty.get_mut(&p.index).expect("inserted");
-            buf[p.within..p.within + p.len].copy_from_slice(&data[p.buf_off..p.buf_off + p.len]);
-        }
+            Ok(())
+        })();
         {
+            // Count every buffer taken, also when the write failed part-way.
             let mut cat = self.vault.catalog();
             cat.add_unsealed(ino, new_dirty);
+            filled?;
             cat.note_write(ino, end, Time::now())?;
         }
         // Seal what the writer has moved past, and the oldest chunks beyond the bound.
@@ -453,14 +471,10 @@ impl Fs {
         Ok(())
     }
 
-    /// Seals every dirty chunk of `ino`; with `new_size`, first applies a truncation to the
-    /// buffers (drop chunks past the end, zero the tail of the last one).
-    fn seal_file(&self, ino: u64, new_size: Option<u64>) -> Result<()> {
-        let Some(fd) = self.file_data(ino, new_size.is_some())? else { return Ok(()) };
+    /// Seals every dirty chunk of `ino`.
+    fn seal_file(&self, ino: u64) -> Result<()> {
+        let Some(fd) = self.file_data(ino, false)? else { return Ok(()) };
         let mut f = fd.lock().unwrap();
-        if let Some(new) = new_size {
-            self.truncate_buffers(ino, &mut f, new)?;
-        }
         let all: Vec<u64> = f.dirty.keys().copied().collect();
         self.seal_chunks(ino, &mut f, &all)
     }
@@ -507,13 +521,22 @@ impl Fs {
         if s.size.is_some_and(|n| n != old_size) && s.mtime.is_none() {
             s.mtime = Some(Time::now());
         }
-        let s = &s;
         if is_file {
-            self.seal_file(ino, s.size)?;
+            // Hold the file's lock from sealing to logging, so no write slips in between and
+            // the logged size is always backed by sealed chunks.
+            let fd = self.file_data(ino, true)?.expect("created");
+            let mut f = fd.lock().unwrap();
+            if let Some(new) = s.size {
+                self.truncate_buffers(ino, &mut f, new)?;
+            }
+            let all: Vec<u64> = f.dirty.keys().copied().collect();
+            self.seal_chunks(ino, &mut f, &all)?;
+            self.vault.catalog().setattr(ino, &s, Time::now())?;
         } else if s.size.is_some() {
             return Err(Errno(libc::EISDIR));
+        } else {
+            self.vault.catalog().setattr(ino, &s, Time::now())?;
         }
-        self.vault.catalog().setattr(ino, s, Time::now())?;
         self.stat(ino)
     }
 
@@ -572,10 +595,16 @@ impl Fs {
 
     // -- durability in the store --------------------------------------------------------------------
 
-    /// Seals every file's dirty chunks.
+    /// Seals every file's dirty chunks, and forgets buffers of files nobody has open.
     pub fn seal_all(&self) -> Result<()> {
-        let files: Vec<(u64, Arc<Mutex<FileData>>)> =
-            self.files.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let files: Vec<(u64, Arc<Mutex<FileData>>)> = {
+            let mut map = self.files.lock().unwrap();
+            map.retain(|ino, f| {
+                let busy = f.try_lock().map(|g| !g.dirty.is_empty()).unwrap_or(true);
+                busy || self.vault.catalog().get(*ino).is_ok_and(|i| i.open > 0)
+            });
+            map.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
         let mut first_err = Ok(());
         for (ino, fd) in files {
             let mut f = fd.lock().unwrap();

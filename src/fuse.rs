@@ -134,6 +134,10 @@ impl Filesystem for FuseFs {
         entry(reply, self.fs.lookup(parent.0, name(n)));
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.stat(ino.0) {
             Ok(s) => reply.attr(&TTL, &attr(&s)),

@@ -100,7 +100,12 @@ impl KeySource {
 /// Reads the user's 32-byte key and applies the transform (WAL-G semantics).
 pub fn load_user_key(source: &KeySource, transform: KeyTransform) -> Result<Secret32, KeyError> {
     let raw = source.read()?;
-    apply_transform(&raw.0, transform).map_err(|m| KeyError::Transform(format!("{}: {m}", source.describe())))
+    // WAL-G trims a key read from a file; a command's trailing newline goes the same way.
+    let bytes = match source {
+        KeySource::Env(_) => &raw.0[..],
+        _ => trim(&raw.0),
+    };
+    apply_transform(bytes, transform).map_err(|m| KeyError::Transform(format!("{}: {m}", source.describe())))
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -109,8 +114,8 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-pub fn apply_transform(raw: &[u8], transform: KeyTransform) -> Result<Secret32, String> {
-    let t = trim(raw);
+/// Applies a transform to key bytes (already trimmed where the source calls for it).
+pub fn apply_transform(t: &[u8], transform: KeyTransform) -> Result<Secret32, String> {
     let mut key = [0u8; 32];
     match transform {
         KeyTransform::Hex => {
@@ -139,7 +144,7 @@ pub fn apply_transform(raw: &[u8], transform: KeyTransform) -> Result<Secret32, 
             key[..n].copy_from_slice(&t[..n]);
         }
     }
-    Ok(Secret32::from_bytes(key))
+    Ok(Secret32::take(&mut key))
 }
 
 /// The vault's subkeys, derived from the master key with crypto_kdf.
@@ -174,9 +179,19 @@ pub fn make_sodium_slot(header: &VaultHeader, master: &Secret32, user_key: &Secr
 }
 
 /// Tries every slot; returns the master key from the first one the user key opens.
+/// A slot that cannot be parsed is skipped (another may open the vault); if none opens, the
+/// error names it.
 pub fn open_slots(header: &VaultHeader, slots: &[(String, Vec<u8>)], user_key: &Secret32) -> Result<(Id, Secret32), KeyError> {
+    let mut corrupt = None;
     for (name, bytes) in slots {
-        let slot = Slot::decode(bytes).map_err(|e| KeyError::Corrupt { slot: name.clone(), reason: e.to_string() })?;
+        let slot = match Slot::decode(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("key slot {name} is unreadable: {e}");
+                corrupt.get_or_insert(KeyError::Corrupt { slot: name.clone(), reason: e.to_string() });
+                continue;
+            }
+        };
         if slot.method != format::SLOT_METHOD_SODIUM {
             continue;
         }
@@ -185,10 +200,10 @@ pub fn open_slots(header: &VaultHeader, slots: &[(String, Vec<u8>)], user_key: &
             let plain = SecretBytes(plain);
             let mut k = [0u8; 32];
             k.copy_from_slice(&plain.0);
-            return Ok((slot.slot_id, Secret32::from_bytes(k)));
+            return Ok((slot.slot_id, Secret32::take(&mut k)));
         }
     }
-    Err(KeyError::WrongKey)
+    Err(corrupt.unwrap_or(KeyError::WrongKey))
 }
 
 #[cfg(test)]
@@ -198,7 +213,7 @@ mod tests {
     #[test]
     fn transforms_follow_walg() {
         let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-        let k = apply_transform(format!("{hex}\n").as_bytes(), KeyTransform::Hex).ok().unwrap();
+        let k = apply_transform(hex.as_bytes(), KeyTransform::Hex).ok().unwrap();
         assert_eq!(k.expose()[1], 0x11);
         assert!(apply_transform(&hex.as_bytes()[..62], KeyTransform::Hex).err().unwrap().contains("exactly 64"));
         assert!(apply_transform(&[b'z'; 64], KeyTransform::Hex).err().unwrap().contains("not valid hex"));
@@ -221,7 +236,7 @@ mod tests {
     fn sources() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
-        std::fs::write(&f, "x".repeat(32)).unwrap();
+        std::fs::write(&f, format!("{}\n", "x".repeat(32))).unwrap();
         assert_eq!(load_user_key(&KeySource::File(f), KeyTransform::None).ok().unwrap().expose(), &[b'x'; 32]);
         let missing = load_user_key(&KeySource::File(dir.path().join("nope")), KeyTransform::None).err().unwrap();
         assert!(missing.to_string().starts_with("cannot read key file"));

@@ -352,12 +352,18 @@ impl Vault {
         if recs.is_empty() {
             return Ok(());
         }
-        cache.sync_packs()?;
         let plain = format::encode_records(&recs);
         let header = self.header;
-        cache.journal_append(|seq, batch| {
-            crypto::seal(&self.keys.meta, &format::journal_aad(&header, seq, batch), &plain)
-        })?;
+        let appended = cache.sync_packs().and_then(|()| {
+            cache.journal_append(|seq, batch| {
+                crypto::seal(&self.keys.meta, &format::journal_aad(&header, seq, batch), &plain)
+            })
+        });
+        if let Err(e) = appended {
+            // Nothing is lost: the records go out with the next successful append.
+            cat.requeue(recs);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -366,7 +372,7 @@ impl Vault {
     pub fn commit(&self) -> Result<bool> {
         let Some(cache) = &self.cache else { return Ok(false) };
         let mut frozen = self.commit.lock().unwrap();
-        if let Some(f) = frozen.as_ref() {
+        if let Some(f) = frozen.as_mut() {
             self.finish_commit(cache, f)?;
             *frozen = None;
         }
@@ -387,17 +393,20 @@ impl Vault {
                 }
             }
         };
-        let Some(f) = next else { return Ok(false) };
-        let result = self.finish_commit(cache, &f);
+        let Some(mut f) = next else { return Ok(false) };
+        let result = self.finish_commit(cache, &mut f);
         if result.is_err() {
             *frozen = Some(f);
         }
         result.map(|()| true)
     }
 
-    fn finish_commit(&self, cache: &Cache, f: &FrozenCommit) -> Result<()> {
-        for id in &f.packs {
-            self.upload_pack(cache, id)?;
+    /// Uploads the frozen commit's packs (each leaves the list once stored, so a retry resumes)
+    /// and writes its segment.
+    fn finish_commit(&self, cache: &Cache, f: &mut FrozenCommit) -> Result<()> {
+        while let Some(id) = f.packs.last().copied() {
+            self.upload_pack(cache, &id)?;
+            f.packs.pop();
         }
         let (kind, body) = match &f.checkpoint {
             Some(cp) => (format::SEGMENT_CHECKPOINT, cp.clone()),
@@ -443,11 +452,19 @@ impl Vault {
         if kind == format::SEGMENT_CHECKPOINT {
             head.deltas_since_checkpoint = 0;
             drop(head);
-            // Older segments are superseded; a failure here only leaves garbage.
-            for (name, _) in self.store.list(format::META_PREFIX)? {
-                if format::parse_segment_name(&name).is_some_and(|s| s < seq) {
-                    self.store.delete(&name)?;
+            // Older segments are superseded; a failure here only leaves garbage behind.
+            let old = self.store.list(format::META_PREFIX).map(|l| {
+                l.into_iter().filter(|(n, _)| format::parse_segment_name(n).is_some_and(|s| s < seq)).collect::<Vec<_>>()
+            });
+            match old {
+                Ok(names) => {
+                    for (name, _) in names {
+                        if let Err(e) = self.store.delete(&name) {
+                            log::warn!("could not delete superseded segment {name}: {e}");
+                        }
+                    }
                 }
+                Err(e) => log::warn!("could not list superseded segments: {e}"),
             }
         } else {
             head.deltas_since_checkpoint += 1;

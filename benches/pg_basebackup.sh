@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# pg_basebackup into a plain directory vs. a pgcryptfs mount vs. a gocryptfs
+# mount, plus the restore read (cp -a) from each.  Run as root.  See README.md.
+set -euo pipefail
+
+SCALE=${SCALE:-40}
+ROUNDS=${ROUNDS:-3}
+WORK=${WORK:-/var/tmp/pgcryptfs-bench}
+OUT=${OUT:-/tmp/pgcryptfs-bench.md}
+TIMEOUT=${TIMEOUT:-3600}          # per timed step, seconds
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PGCRYPTFS_SRC=${PGCRYPTFS:-$HERE/../target/release/pgcryptfs}
+
+die() { echo "ERROR: $*" >&2; exit 1; }
+log() { echo "## $*" >&2; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root"
+[[ -x $PGCRYPTFS_SRC ]] || die "pgcryptfs binary not found at $PGCRYPTFS_SRC (set PGCRYPTFS=)"
+[[ -x $PGBIN/pg_basebackup ]] || die "PostgreSQL binaries not found in $PGBIN"
+id postgres >/dev/null 2>&1 || die "OS user postgres missing"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ $WORK == /*/* ]] || die "WORK must be an absolute path below /"
+
+# ---------------------------------------------------------------- packages
+need=()
+command -v gocryptfs   >/dev/null 2>&1 || need+=(gocryptfs)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+FUSE_CONF_ADDED=0
+FUSE_DEV_MODE=
+
+# ---------------------------------------------------------------- layout
+BIN=$WORK/bin; PGDATA=$WORK/pgdata; SOCK=$WORK/sock; PLAIN=$WORK/plain
+PGC=$WORK/pgc; GOC=$WORK/goc; REST=$WORK/restore; LOGS=$WORK/logs
+PG_STARTED=0
+PGC_WARNINGS=0
+PGCRYPTFS=$BIN/pgcryptfs
+
+pg() { runuser -u postgres -- "$@"; }
+
+mounts_under() { awk -v w="$WORK/" '{ gsub(/\\040/, " ", $5); if (index($5, w) == 1) print $5 }' /proc/self/mountinfo | sort -r; }
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    log "cleanup"
+    if ((PG_STARTED)); then pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1; fi
+    local m
+    for m in $(mounts_under); do
+        case $m in
+            "$PGC"/*) timeout 300 "$PGCRYPTFS" umount "$m" >&2 || fusermount3 -u "$m" || fusermount3 -u -z "$m" ;;
+            *)        fusermount3 -u "$m" || umount "$m" || fusermount3 -u -z "$m" ;;
+        esac
+    done
+    if ((rc || PGC_WARNINGS)) && [[ -d $LOGS ]]; then
+        local keep=/tmp/pgcryptfs-bench-logs.$(date +%Y%m%d-%H%M%S)
+        cp -a "$LOGS" "$keep" && echo "logs kept in $keep" >&2
+    fi
+    if [[ -n $(mounts_under) ]]; then
+        echo "WARNING: still mounted, leaving $WORK in place:" >&2; mounts_under >&2
+    else
+        rm -rf --one-file-system "$WORK"
+    fi
+    ((FUSE_CONF_ADDED)) && sed -i '/^user_allow_other$/d' /etc/fuse.conf
+    [[ -n $FUSE_DEV_MODE ]] && chmod "$FUSE_DEV_MODE" /dev/fuse
+    exit $rc
+}
+[[ -e $WORK ]] && die "$WORK exists; remove it (or set WORK=) first"
+mkdir -p "$WORK"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+chown postgres: "$WORK"
+chmod 755 "$WORK"
+mkdir -p "$BIN" "$SOCK" "$PLAIN" "$PGC" "$GOC" "$REST" "$LOGS"
+chown postgres: "$SOCK" "$PLAIN" "$LOGS"
+# Private copy: a concurrent cargo build must not swap the binary mid-run.
+cp "$PGCRYPTFS_SRC" "$PGCRYPTFS"
+# gocryptfs is mounted by postgres with -allow_other (so root can read it back): needs this
+if ! grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
+    echo user_allow_other >> /etc/fuse.conf
+    FUSE_CONF_ADDED=1
+fi
+# ... and postgres must be able to open /dev/fuse (0666 on stock Debian; some VMs have 0600)
+if ! runuser -u postgres -- test -r /dev/fuse -a -w /dev/fuse; then
+    FUSE_DEV_MODE=$(stat -c %a /dev/fuse)
+    chmod 0666 /dev/fuse
+fi
+
+# ---------------------------------------------------------------- helpers
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+median() { printf '%s\n' "$@" | sort -g | awk -v f="${FMT:-%.2f}" '{ v[NR] = $1 } END { if (NR % 2) printf f, v[(NR+1)/2]; else printf f, (v[NR/2] + v[NR/2+1]) / 2 }'; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+du_mib() { du -sm "$1" | awk '{ print $1 }'; }
+
+# Runs a timed step; on failure or timeout prints the daemon log tail and dies.
+# Usage: timed VAR LOGFILE|- cmd...
+timed() {
+    local var=$1 lf=$2; shift 2
+    local t0 t1 rc=0
+    t0=$(now)
+    timeout "$TIMEOUT" "$@" >&2 || rc=$?
+    t1=$(now)
+    if ((rc)); then
+        echo "FAILED (rc=$rc$( ((rc == 124)) && echo ", timed out after ${TIMEOUT}s")): $*" >&2
+        if [[ $lf != - && -f $lf ]]; then echo "--- tail of $lf ---" >&2; tail -n 60 "$lf" >&2; fi
+        exit 1
+    fi
+    printf -v "$var" '%s' "$(elapsed "$t0" "$t1")"
+}
+
+pgc_pid() { # pid of the pgcryptfs daemon serving $1
+    local pid
+    pid=$(pgrep -f -- "pgcryptfs mount .* $1( |\$)" | head -n1 || true)
+    [[ -n $pid ]] || pid=$(grep -o 'pgcryptfs\[[0-9]*\]' "$2" 2>/dev/null | tail -n1 | tr -dc 0-9 || true)
+    echo "$pid"
+}
+hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+prepare_backup() { # checkpoint, flush, and warm the source so each target starts equal
+    pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c CHECKPOINT >/dev/null
+    tar -cf - -C "$PGDATA" . | cat >/dev/null
+    sync
+}
+verify_restore() { # restored dir, label: checks every file against backup_manifest and parses the WAL
+    if ! pg "$PGBIN/pg_verifybackup" -q "$1" >"$LOGS/verify.err" 2>&1; then
+        echo "RESTORE VERIFY FAILED ($2):" >&2; cat "$LOGS/verify.err" >&2
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------- header
+{
+echo "# pg_basebackup: plain vs pgcryptfs vs gocryptfs"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- $("$PGCRYPTFS" --version) ($(readlink -f "$PGCRYPTFS_SRC"), built $(date -u -r "$PGCRYPTFS_SRC" '+%Y-%m-%d %H:%M UTC'))"
+echo "- gocryptfs: $(gocryptfs -version 2>&1 | head -n1)"
+echo "- postgres: $("$PGBIN/postgres" --version)"
+echo "- kernel: $(uname -r); nproc: $(nproc); loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- SCALE=$SCALE ROUNDS=$ROUNDS WORK=$WORK"
+echo
+echo '```'
+free -g
+echo
+df -h "$WORK"
+echo '```'
+} | tee "$OUT"
+
+# ---------------------------------------------------------------- postgres
+PORT=
+for p in $(seq 55432 55532); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [[ ! -e $SOCK/.s.PGSQL.$p ]]; then PORT=$p; break; fi
+done
+[[ -n $PORT ]] || die "no free port"
+log "initdb + start postgres on port $PORT"
+pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --no-locale >"$LOGS/initdb.log" 2>&1 \
+    || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
+PG_STARTED=1
+pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w start \
+    -o "-p $PORT -k $SOCK -c listen_addresses=127.0.0.1" >/dev/null \
+    || { cat "$LOGS/postgres.log" >&2; die "postgres did not start"; }
+log "pgbench -i -s $SCALE"
+pg "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" -U postgres -i -s "$SCALE" -q postgres >"$LOGS/pgbench.log" 2>&1 \
+    || { cat "$LOGS/pgbench.log" >&2; die "pgbench -i failed"; }
+pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c 'VACUUM ANALYZE' >/dev/null
+DBSIZE=$(pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
+
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/key"
+chmod 600 "$WORK/key"
+BB=(runuser -u postgres -- "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -Fp -X stream)
+KEYOPTS=(--key-file "$WORK/key" --key-transform hex)
+
+# ---------------------------------------------------------------- rounds
+declare -a R_PLAIN R_PGC R_PGCU R_PGCT R_GOC R_GOCU R_PLAIN_RD R_PGC_RD R_GOC_RD R_RSS_W R_RSS_R
+BKSIZE=?; STORESIZE=?; GOCSIZE=?
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r/$ROUNDS"
+
+    # --- (a) plain directory
+    prepare_backup
+    timed PLAIN_BB - "${BB[@]}" -D "$PLAIN/backup"; R_PLAIN[r]=$PLAIN_BB
+    BKSIZE=$(du_mib "$PLAIN/backup")
+    rm -rf "$REST/backup"; drop_caches
+    timed PLAIN_RD - cp -a "$PLAIN/backup" "$REST/backup"; R_PLAIN_RD[r]=$PLAIN_RD
+    verify_restore "$REST/backup" "plain round $r" || exit 1
+    rm -rf "$PLAIN/backup" "$REST/backup"; sync
+    log "  plain: backup ${R_PLAIN[r]}s restore ${R_PLAIN_RD[r]}s"
+
+    # --- (b) pgcryptfs
+    V=$PGC/vault$r M=$PGC/mnt$r C=$PGC/cache$r
+    LW=$LOGS/pgcryptfs-w$r.log LR=$LOGS/pgcryptfs-r$r.log
+    mkdir -p "$M" "$C"
+    "$PGCRYPTFS" init "$V" "${KEYOPTS[@]}" >&2
+    "$PGCRYPTFS" mount "$V" "$M" "${KEYOPTS[@]}" --cache-dir "$C" --allow-other --log-file "$LW" >&2 \
+        || { tail -n 40 "$LW" >&2; die "pgcryptfs mount failed"; }
+    mkdir "$M/backup"; chown postgres: "$M/backup"
+    prepare_backup
+    timed PGC_BB "$LW" "${BB[@]}" -D "$M/backup"; R_PGC[r]=$PGC_BB
+    PID_W=$(pgc_pid "$M" "$LW"); R_RSS_W[r]=$(hwm_mib "$PID_W")
+    timed PGC_U "$LW" "$PGCRYPTFS" umount "$M"; R_PGCU[r]=$PGC_U
+    R_PGCT[r]=$(awk -v a="$PGC_BB" -v b="$PGC_U" 'BEGIN { printf "%.2f", a + b }')
+    mountpoint -q "$M" && { tail -n 40 "$LW" >&2; die "pgcryptfs umount returned but $M is still mounted"; }
+    STORESIZE=$(du_mib "$V")
+    "$PGCRYPTFS" mount "$V" "$M" "${KEYOPTS[@]}" --read-only --allow-other --log-file "$LR" >&2 \
+        || { tail -n 40 "$LR" >&2; die "pgcryptfs read-only mount failed"; }
+    drop_caches
+    timed PGC_RD "$LR" cp -a "$M/backup" "$REST/backup"; R_PGC_RD[r]=$PGC_RD
+    PID_R=$(pgc_pid "$M" "$LR"); R_RSS_R[r]=$(hwm_mib "$PID_R")
+    timed DUMMY "$LR" "$PGCRYPTFS" umount "$M"
+    verify_restore "$REST/backup" "pgcryptfs round $r" \
+        || { echo "--- $LW ---" >&2; tail -n 40 "$LW" >&2; echo "--- $LR ---" >&2; tail -n 40 "$LR" >&2; exit 1; }
+    rm -rf "$REST/backup" "$V" "$C"; sync
+    log "  pgcryptfs: backup ${R_PGC[r]}s umount ${R_PGCU[r]}s restore ${R_PGC_RD[r]}s rss ${R_RSS_W[r]}/${R_RSS_R[r]} MiB (pids $PID_W/$PID_R)"
+    if grep -vh ' INFO ' "$LW" "$LR" >&2; then echo "WARNING: pgcryptfs logged the non-INFO lines above (round $r)" >&2; PGC_WARNINGS=1; fi
+
+    # --- (c) gocryptfs
+    # Mounted by postgres, not root: Debian's gocryptfs 2.3 run as root with
+    # -allow_other fails creates at random with EPERM (rfjakob/gocryptfs#892).
+    G=$GOC/cipher$r M=$GOC/mnt$r
+    mkdir -p "$G" "$M"; chown postgres: "$G" "$M"
+    pg gocryptfs -q -init -extpass 'echo pw' "$G" >/dev/null
+    pg gocryptfs -q -allow_other -extpass 'echo pw' "$G" "$M" >>"$LOGS/gocryptfs.log" 2>&1 \
+        || { cat "$LOGS/gocryptfs.log" >&2; die "gocryptfs mount failed"; }
+    mkdir "$M/backup"; chown postgres: "$M/backup"
+    prepare_backup
+    timed GOC_BB - "${BB[@]}" -D "$M/backup"; R_GOC[r]=$GOC_BB
+    timed GOC_U - fusermount3 -u "$M"; R_GOCU[r]=$GOC_U
+    GOCSIZE=$(du_mib "$G")
+    pg gocryptfs -q -allow_other -extpass 'echo pw' "$G" "$M" >>"$LOGS/gocryptfs.log" 2>&1 \
+        || { cat "$LOGS/gocryptfs.log" >&2; die "gocryptfs mount failed"; }
+    drop_caches
+    timed GOC_RD - cp -a "$M/backup" "$REST/backup"; R_GOC_RD[r]=$GOC_RD
+    fusermount3 -u "$M"
+    verify_restore "$REST/backup" "gocryptfs round $r" || exit 1
+    rm -rf "$REST/backup" "$G"; sync
+    log "  gocryptfs: backup ${R_GOC[r]}s umount ${R_GOCU[r]}s restore ${R_GOC_RD[r]}s"
+done
+
+# ---------------------------------------------------------------- report
+col() { local -n a=$1; printf "%s\n" "${a[@]}"; }
+ratios() { local -n a=$1 b=$2; local i; for ((i = 1; i <= ROUNDS; i++)); do ratio "${a[i]}" "${b[i]}"; echo; done; }
+med() { median $("$@"); }
+
+{
+echo
+echo "Database: $DBSIZE (pgbench -s $SCALE); backup size ${BKSIZE} MiB; pgcryptfs store ${STORESIZE} MiB; gocryptfs cipher dir ${GOCSIZE} MiB"
+echo
+echo "### Backup: pg_basebackup -Fp -X stream (with fsync), seconds"
+echo
+echo "| round | plain | pgcryptfs | pgcryptfs umount | pgcryptfs total | gocryptfs | gocryptfs umount | pgcryptfs/plain | pgcryptfs total/plain | gocryptfs/plain | pgcryptfs RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for ((i = 1; i <= ROUNDS; i++)); do
+    echo "| $i | ${R_PLAIN[i]} | ${R_PGC[i]} | ${R_PGCU[i]} | ${R_PGCT[i]} | ${R_GOC[i]} | ${R_GOCU[i]} | $(ratio "${R_PGC[i]}" "${R_PLAIN[i]}") | $(ratio "${R_PGCT[i]}" "${R_PLAIN[i]}") | $(ratio "${R_GOC[i]}" "${R_PLAIN[i]}") | ${R_RSS_W[i]} |"
+done
+echo "| **median** | $(med col R_PLAIN) | $(med col R_PGC) | $(med col R_PGCU) | $(med col R_PGCT) | $(med col R_GOC) | $(med col R_GOCU) | $(med ratios R_PGC R_PLAIN) | $(med ratios R_PGCT R_PLAIN) | $(med ratios R_GOC R_PLAIN) | $(FMT=%.0f med col R_RSS_W) |"
+echo
+echo "### Restore read: cp -a MNT/backup DEST after remount + drop_caches, seconds"
+echo
+echo "| round | plain | pgcryptfs (ro, no cache) | gocryptfs | pgcryptfs/plain | gocryptfs/plain | pgcryptfs RSS MiB |"
+echo "|---|---|---|---|---|---|---|"
+for ((i = 1; i <= ROUNDS; i++)); do
+    echo "| $i | ${R_PLAIN_RD[i]} | ${R_PGC_RD[i]} | ${R_GOC_RD[i]} | $(ratio "${R_PGC_RD[i]}" "${R_PLAIN_RD[i]}") | $(ratio "${R_GOC_RD[i]}" "${R_PLAIN_RD[i]}") | ${R_RSS_R[i]} |"
+done
+echo "| **median** | $(med col R_PLAIN_RD) | $(med col R_PGC_RD) | $(med col R_GOC_RD) | $(med ratios R_PGC_RD R_PLAIN_RD) | $(med ratios R_GOC_RD R_PLAIN_RD) | $(FMT=%.0f med col R_RSS_R) |"
+echo
+echo "Ratios are per round (lower is better); the median row's ratios are medians of the per-round ratios."
+echo "RSS is the daemon's VmHWM sampled just before umount (backup mount / read-only restore mount)."
+echo "Every restored copy was checked with pg_verifybackup."
+echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee -a "$OUT"

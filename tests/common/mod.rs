@@ -1,0 +1,204 @@
+//! Test harness: a vault on a temp directory, the real `pgcryptfs` binary mounting it, and
+//! teardown that always unmounts (also when a test panics).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pgcryptfs");
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn must(cmd: &mut Command) -> Output {
+    let o = run(cmd);
+    assert!(o.status.success(), "{cmd:?} failed: {}\n{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    o
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = p.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&want))
+}
+
+/// One vault, its key, a mount point, and the cache/log locations the mount uses.
+pub struct Vault {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub key: PathBuf,
+    pub mnt: PathBuf,
+    pub cache: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Vault {
+    /// Creates a vault with a random hex key.
+    pub fn new() -> Self {
+        Self::with_init_args(&[])
+    }
+
+    pub fn with_init_args(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("pgcfs-test").tempdir_in("/var/tmp").unwrap();
+        let store = dir.path().join("store");
+        let key = dir.path().join("key");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut k = [0u8; 32];
+        getrandom(&mut k);
+        std::fs::write(&key, k.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
+        let v = Vault { cache: dir.path().join("cache"), log: dir.path().join("daemon.log"), dir, store, key, mnt };
+        must(Command::new(BIN).arg("init").arg(&v.store).args(v.key_args()).args(extra));
+        v
+    }
+
+    pub fn key_args(&self) -> Vec<String> {
+        vec!["--key-file".into(), self.key.to_string_lossy().into(), "--key-transform".into(), "hex".into()]
+    }
+
+    /// `pgcryptfs mount` with the vault's key, cache and log, plus `extra`.
+    pub fn mount_cmd(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("mount").arg(&self.store).arg(&self.mnt).args(self.key_args());
+        c.arg("--cache-dir").arg(&self.cache).arg("--log-file").arg(&self.log).args(extra);
+        c
+    }
+
+    pub fn mount(&self, extra: &[&str]) -> Mounted<'_> {
+        must(&mut self.mount_cmd(extra));
+        assert!(is_mounted(&self.mnt), "mount returned but {} is not mounted", self.mnt.display());
+        Mounted { v: self, done: false }
+    }
+
+    pub fn mount_ro_fresh_cache(&self) -> Mounted<'_> {
+        self.mount(&["--read-only"])
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+}
+
+/// A live mount; dropping it unmounts (drain via `pgcryptfs umount`, else forcibly).
+pub struct Mounted<'a> {
+    pub v: &'a Vault,
+    done: bool,
+}
+
+impl Mounted<'_> {
+    /// `pgcryptfs umount`, asserting success.
+    pub fn umount(mut self) -> String {
+        self.done = true;
+        let o = must(Command::new(BIN).arg("umount").arg(&self.v.mnt));
+        assert!(!is_mounted(&self.v.mnt));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The daemon's pid, from the control socket.
+    pub fn pid(&self) -> u32 {
+        let log = self.v.log_text();
+        let line = log.lines().rev().find(|l| l.contains("mounted ")).expect("mount log line");
+        let start = line.find("pgcryptfs[").unwrap() + "pgcryptfs[".len();
+        let end = start + line[start..].find(']').unwrap();
+        line[start..end].parse().unwrap()
+    }
+
+    /// Simulates a crash: SIGKILL the daemon, then detach the dead mount.
+    pub fn kill9(mut self) {
+        self.done = true;
+        let pid = self.pid();
+        // SAFETY: sending a signal to a child daemon we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        wait_gone(pid);
+        force_unmount(&self.v.mnt);
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let o = run(Command::new(BIN).arg("umount").arg(&self.v.mnt));
+        if !o.status.success() {
+            eprintln!("teardown: pgcryptfs umount failed: {}", stderr(&o));
+            force_unmount(&self.v.mnt);
+        }
+    }
+}
+
+pub fn force_unmount(mnt: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_mounted(mnt) && Instant::now() < deadline {
+        let _ = Command::new("umount").arg("-l").arg(mnt).output();
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(mnt).output();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // SAFETY: signal 0 only probes for existence.
+    while unsafe { libc::kill(pid as i32, 0) } == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(buf).unwrap();
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Every file under `dir`, recursively (not following symlinks).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts that no file under `dir` contains `needle` (plaintext content or names).
+pub fn assert_absent(dir: &Path, needle: &[u8]) {
+    for f in walk(dir) {
+        let name = f.to_string_lossy();
+        assert!(!name.as_bytes().windows(needle.len()).any(|w| w == needle), "{name} has the marker in its name");
+        if std::fs::symlink_metadata(&f).unwrap().file_type().is_file() {
+            let data = std::fs::read(&f).unwrap();
+            assert!(!data.windows(needle.len()).any(|w| w == needle), "{name} contains plaintext marker");
+        }
+    }
+}

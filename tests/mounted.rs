@@ -1,0 +1,450 @@
+//! Mounted tests: the real binary, a real FUSE mount (root, /dev/fuse), a local-directory store.
+//! Each test mounts its own vault; `serial` keeps them from competing for the machine's 2 cores.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serial_test::serial;
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).expect("expected an OS error")
+}
+
+/// Random writes at any offset against an in-memory model, then every byte compared
+/// live, after remount from an empty cache.
+#[test]
+#[serial]
+fn random_writes_truncate_and_sparse_survive_remount() {
+    let v = Vault::new();
+    let mut model: Vec<u8> = Vec::new();
+    {
+        let _m = v.mount(&[]);
+        let mut f = OpenOptions::new().create(true).read(true).write(true).open(v.path("f")).unwrap();
+        let ops: &[(u64, usize)] =
+            &[(0, 100_000), (5, 3), (65_530, 20), (300_000, 70_000), (131_072, 65_536), (1_000_000, 1), (99_999, 2)];
+        for (i, &(off, len)) in ops.iter().enumerate() {
+            let data = pattern(i as u64, len);
+            f.write_all_at(&data, off).unwrap();
+            let end = off as usize + len;
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[off as usize..end].copy_from_slice(&data);
+        }
+        // Overwrite after seek, as pg_basebackup -X stream does with WAL segments.
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&vec![0u8; 200_000]).unwrap();
+        model[..200_000].fill(0);
+        f.seek(SeekFrom::Start(10)).unwrap();
+        f.write_all(b"rewritten").unwrap();
+        model[10..19].copy_from_slice(b"rewritten");
+        // Truncate down into the middle of a chunk, then extend: the tail reads as zeros.
+        f.set_len(150_007).unwrap();
+        model.truncate(150_007);
+        f.set_len(400_000).unwrap();
+        model.resize(400_000, 0);
+        f.sync_all().unwrap();
+        let mut live = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut live).unwrap();
+        assert!(live == model, "live read differs from the model");
+        // Sparse: a file that is only a hole.
+        let s = File::create(v.path("sparse")).unwrap();
+        s.set_len(10 << 20).unwrap();
+        drop(s);
+        assert_eq!(fs::read(v.path("sparse")).unwrap(), vec![0u8; 10 << 20]);
+    }
+    // The Mounted guard unmounted with a drain; now an empty cache.
+    fs::remove_dir_all(&v.cache).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+    assert!(fs::read(v.path("f")).unwrap() == model, "remounted content differs");
+    assert_eq!(fs::metadata(v.path("sparse")).unwrap().len(), 10 << 20);
+}
+
+#[test]
+#[serial]
+fn namespace_operations() {
+    let v = Vault::new();
+    let before;
+    {
+        let m = v.mount(&[]);
+        fs::create_dir_all(v.path("a/b/c")).unwrap();
+        fs::write(v.path("a/b/c/file"), b"deep").unwrap();
+        fs::write(v.path("x"), b"old x").unwrap();
+        fs::write(v.path("y"), b"new y").unwrap();
+        // rename over an existing file replaces it atomically
+        fs::rename(v.path("y"), v.path("x")).unwrap();
+        assert_eq!(fs::read(v.path("x")).unwrap(), b"new y");
+        assert_eq!(errno_of(fs::metadata(v.path("y"))), libc::ENOENT);
+        // directory rename, and into an empty directory
+        fs::create_dir(v.path("empty")).unwrap();
+        fs::rename(v.path("a/b"), v.path("empty")).unwrap();
+        assert_eq!(fs::read(v.path("empty/c/file")).unwrap(), b"deep");
+        // not into its own subtree; not over a non-empty directory
+        assert_eq!(errno_of(fs::rename(v.path("empty"), v.path("empty/c/inside"))), libc::EINVAL);
+        fs::create_dir(v.path("full")).unwrap();
+        fs::write(v.path("full/f"), b"").unwrap();
+        assert_eq!(errno_of(fs::rename(v.path("a"), v.path("full"))), libc::ENOTEMPTY);
+        assert_eq!(errno_of(fs::remove_dir(v.path("full"))), libc::ENOTEMPTY);
+        // symlinks and hard links
+        std::os::unix::fs::symlink("empty/c/file", v.path("sym")).unwrap();
+        assert_eq!(fs::read_link(v.path("sym")).unwrap(), Path::new("empty/c/file"));
+        assert_eq!(fs::read(v.path("sym")).unwrap(), b"deep");
+        fs::hard_link(v.path("x"), v.path("x2")).unwrap();
+        assert_eq!(fs::metadata(v.path("x")).unwrap().nlink(), 2);
+        assert_eq!(fs::metadata(v.path("x")).unwrap().ino(), fs::metadata(v.path("x2")).unwrap().ino());
+        assert_eq!(errno_of(fs::hard_link(v.path("a"), v.path("dirlink"))), libc::EPERM);
+        // modes, owners, times
+        fs::set_permissions(v.path("x"), fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(v.path("x"), Some(26), Some(27)).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+        File::options().write(true).open(v.path("x")).unwrap().set_modified(t).unwrap();
+        // unlink of an open file: still readable through the descriptor
+        fs::write(v.path("open"), b"still here").unwrap();
+        let mut h = File::open(v.path("open")).unwrap();
+        fs::remove_file(v.path("open")).unwrap();
+        let mut s = String::new();
+        h.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "still here");
+        drop(h);
+        // errors
+        assert_eq!(errno_of(fs::create_dir(v.path("x"))), libc::EEXIST);
+        assert_eq!(errno_of(fs::remove_dir(v.path("x"))), libc::ENOTDIR);
+        assert_eq!(errno_of(fs::read(v.path("nope"))), libc::ENOENT);
+        assert_eq!(errno_of(fs::write(v.path(&"n".repeat(256)), b"")), libc::ENAMETOOLONG);
+        // xattrs are refused, never dropped silently
+        let p = CString::new(v.path("x").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and buffer.
+        let rc = unsafe { libc::setxattr(p.as_ptr(), c"user.k".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, -1);
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+        // many entries, readdir complete and stable
+        fs::create_dir(v.path("many")).unwrap();
+        for i in 0..1500 {
+            fs::write(v.path(&format!("many/f{i:04}")), i.to_string()).unwrap();
+        }
+        assert_eq!(fs::read_dir(v.path("many")).unwrap().count(), 1500);
+        // statfs
+        // SAFETY: zeroed statvfs is a valid out-parameter.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let mp = CString::new(v.mnt.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::statvfs(mp.as_ptr(), &mut st) }, 0);
+        assert!(st.f_bavail > 0 && st.f_namemax == 255);
+        before = snapshot(&v.mnt);
+        m.umount();
+    }
+    fs::remove_dir_all(&v.cache).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+    assert_same_tree(&snapshot(&v.mnt), &before, "remount");
+    let md = fs::metadata(v.path("x")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o640, 26, 27));
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 123_456_789));
+    assert_eq!(md.nlink(), 2);
+}
+
+type Entry = (String, String, u32, u32, u32, u64, i64, u64);
+
+/// (path, kind, mode, uid, gid, size, mtime, hash of content or link target) of a whole tree.
+fn snapshot(root: &Path) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let (kind, body) = if md.is_dir() {
+                stack.push(p.clone());
+                ("dir", Vec::new())
+            } else if md.file_type().is_symlink() {
+                ("link", fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec())
+            } else {
+                ("file", fs::read(&p).unwrap())
+            };
+            // Directory sizes and times are file-system specific; compare the rest.
+            let (mtime, size) = if md.is_dir() { (0, 0) } else { (md.mtime(), md.len()) };
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hasher::write(&mut h, &body);
+            out.push((rel, kind.into(), md.mode() & 0o7777, md.uid(), md.gid(), size, mtime, std::hash::Hasher::finish(&h)));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_same_tree(got: &[Entry], want: &[Entry], what: &str) {
+    let diff: Vec<_> = got.iter().zip(want).filter(|(a, b)| a != b).take(5).collect();
+    assert!(diff.is_empty() && got.len() == want.len(), "{what}: trees differ ({} vs {} entries): {diff:#?}", got.len(), want.len());
+}
+
+/// cp -a, tar -x, rsync -a and mv into the mount; trees compare equal after a remount.
+#[test]
+#[serial]
+fn unmodified_tools_work() {
+    let v = Vault::new();
+    let src = v.dir.path().join("src");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("sub/f{i}")), pattern(i, (i as usize * 7919) % 300_000)).unwrap();
+    }
+    fs::write(src.join("sub/deeper/big"), pattern(99, 3 << 20)).unwrap();
+    std::os::unix::fs::symlink("sub/f1", src.join("link")).unwrap();
+    fs::set_permissions(src.join("sub/f2"), fs::Permissions::from_mode(0o600)).unwrap();
+    let tarball = v.dir.path().join("t.tar");
+    must(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&tarball).arg("."));
+    let expect = snapshot(&src);
+    {
+        let m = v.mount(&[]);
+        must(Command::new("cp").arg("-a").arg(&src).arg(v.path("cp")));
+        fs::create_dir(v.path("tar")).unwrap();
+        must(Command::new("tar").arg("-C").arg(v.path("tar")).arg("-xpf").arg(&tarball));
+        must(Command::new("rsync").arg("-a").arg(format!("{}/", src.display())).arg(v.path("rsync")));
+        // rsync again over the same tree (its temp-file-and-rename update path)
+        fs::write(src.join("sub/f3"), b"changed").unwrap();
+        must(Command::new("rsync").arg("-a").arg(format!("{}/", src.display())).arg(v.path("rsync")));
+        must(Command::new("mv").arg(v.path("cp")).arg(v.path("moved")));
+        must(Command::new("sync").arg("-f").arg(v.path("moved")));
+        m.umount();
+    }
+    let _m = v.mount_ro_fresh_cache();
+    assert_same_tree(&snapshot(&v.path("moved")), &expect, "cp -a + mv");
+    assert_same_tree(&snapshot(&v.path("tar")), &expect, "tar -x");
+    assert_same_tree(&snapshot(&v.path("rsync")), &snapshot(&src), "rsync -a");
+}
+
+/// kill -9 right after fsync loses nothing; a second crash before fsync loses only that.
+#[test]
+#[serial]
+fn kill9_after_fsync_loses_nothing() {
+    let v = Vault::new();
+    let data = pattern(7, 5 << 20);
+    {
+        let m = v.mount(&[]);
+        fs::create_dir(v.path("wal")).unwrap();
+        let mut f = File::create(v.path("wal/000000010000000000000001")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        File::open(v.path("wal")).unwrap().sync_all().unwrap();
+        m.kill9();
+    }
+    assert!(fs::read_dir(v.store.join("packs")).map(|d| d.count()).unwrap_or(0) == 0, "nothing was uploaded yet");
+    {
+        // Same cache: recovery replays the journal and uploads the staged pack.
+        let m = v.mount(&[]);
+        assert!(fs::read(v.path("wal/000000010000000000000001")).unwrap() == data);
+        assert!(v.log_text().contains("recovering the cache"));
+        m.umount();
+    }
+    fs::remove_dir_all(&v.cache).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+    assert!(fs::read(v.path("wal/000000010000000000000001")).unwrap() == data);
+}
+
+/// Flipped bits, swapped and replayed chunks and a deleted pack give EIO and a log line naming
+/// the file; other files stay readable. Tampered metadata refuses the mount.
+#[test]
+#[serial]
+fn tampering_gives_eio_or_refuses_mount() {
+    const CS: usize = 65536 + 40; // sealed size of a full 64 KiB chunk
+    let v = Vault::new();
+    let a1 = pattern(1, 4 * 65536);
+    let a2 = pattern(2, 4 * 65536);
+    let b = pattern(3, 4 * 65536);
+    // Each sync closes the pack, so every version lands in a pack of its own.
+    let packs_in_order = |v: &Vault| {
+        let mut p: Vec<_> = fs::read_dir(v.store.join("packs")).unwrap().map(|e| e.unwrap()).collect();
+        p.sort_by_key(|e| e.metadata().unwrap().modified().unwrap());
+        p.into_iter().map(|e| e.path()).collect::<Vec<_>>()
+    };
+    {
+        let m = v.mount(&[]);
+        fs::write(v.path("a"), &a1).unwrap();
+        must(Command::new(BIN).arg("sync").arg(&v.mnt));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(v.path("a"), &a2).unwrap();
+        must(Command::new(BIN).arg("sync").arg(&v.mnt));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(v.path("b"), &b).unwrap();
+        m.umount();
+    }
+    let packs = packs_in_order(&v);
+    assert_eq!(packs.len(), 3, "{packs:?}");
+    let (p_a1, p_a2, p_b) = (&packs[0], &packs[1], &packs[2]);
+    let pristine = fs::read(p_a2).unwrap();
+    let check = |what: &str, expect_log: &str| {
+        let _ = fs::remove_file(&v.log);
+        let m = v.mount_ro_fresh_cache();
+        let e = fs::read(v.path("a"));
+        assert_eq!(errno_of(e), libc::EIO, "{what}: reading a must fail with EIO");
+        assert!(fs::read(v.path("b")).unwrap() == b, "{what}: b must stay readable");
+        drop(m);
+        let log = v.log_text();
+        assert!(log.contains("/a (inode") && log.contains("chunk"), "{what}: log names file and chunk:\n{log}");
+        assert!(log.contains(expect_log), "{what}: log says {expect_log:?}:\n{log}");
+    };
+    // 1. A flipped bit inside chunk 2's ciphertext.
+    let mut t = pristine.clone();
+    t[2 * CS + 1000] ^= 0x10;
+    fs::write(p_a2, &t).unwrap();
+    check("bit flip", "modified");
+    // 2. Chunk 1 of a replaced by chunk 1 of b (another file).
+    let bb = fs::read(p_b).unwrap();
+    let mut t = pristine.clone();
+    t[CS..2 * CS].copy_from_slice(&bb[CS..2 * CS]);
+    fs::write(p_a2, &t).unwrap();
+    check("swap between files", "replaced or replayed");
+    // 3. Chunk 0 swapped with chunk 3 of the same file.
+    let mut t = pristine.clone();
+    t[..CS].copy_from_slice(&pristine[3 * CS..4 * CS]);
+    fs::write(p_a2, &t).unwrap();
+    check("swap within file", "replaced or replayed");
+    // 4. The older version of chunk 0 put back.
+    let old = fs::read(p_a1).unwrap();
+    let mut t = pristine.clone();
+    t[..CS].copy_from_slice(&old[..CS]);
+    fs::write(p_a2, &t).unwrap();
+    check("replayed old version", "replaced or replayed");
+    // 5. The pack deleted.
+    fs::remove_file(p_a2).unwrap();
+    check("deleted pack", "does not exist");
+    fs::write(p_a2, &pristine).unwrap();
+    {
+        let _m = v.mount_ro_fresh_cache();
+        assert!(fs::read(v.path("a")).unwrap() == a2);
+    }
+    // 6. Metadata: a flipped bit in the newest segment refuses the mount, clearly.
+    let mut segs: Vec<_> = fs::read_dir(v.store.join("meta")).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let orig = fs::read(last).unwrap();
+    let mut t = orig.clone();
+    let n = t.len();
+    t[n - 30] ^= 1;
+    fs::write(last, &t).unwrap();
+    let o = run(&mut v.mount_cmd(&["--read-only"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("tampered") && stderr(&o).contains("failed authentication"), "{}", stderr(&o));
+    assert!(!is_mounted(&v.mnt));
+    fs::write(last, &orig).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+}
+
+/// No plaintext content or name in the store or the cache, during the mount and after.
+#[test]
+#[serial]
+fn store_and_cache_hold_no_plaintext() {
+    let v = Vault::new();
+    let marker = b"PLAINTEXT-MARKER-7f3a";
+    let name_marker = "secret-table-name-91c2";
+    {
+        let m = v.mount(&[]);
+        let mut body = Vec::new();
+        for _ in 0..20_000 {
+            body.extend_from_slice(marker);
+        }
+        fs::create_dir(v.path(name_marker)).unwrap();
+        let mut f = File::create(v.path(&format!("{name_marker}/{name_marker}.dat"))).unwrap();
+        f.write_all(&body).unwrap();
+        f.sync_all().unwrap();
+        std::os::unix::fs::symlink(name_marker, v.path("link")).unwrap();
+        File::open(&v.mnt).unwrap().sync_all().unwrap();
+        // While mounted, after fsync: the cache holds the data, sealed.
+        assert_absent(&v.cache, marker);
+        assert_absent(&v.cache, name_marker.as_bytes());
+        drop(f);
+        m.umount();
+    }
+    for needle in [&marker[..], name_marker.as_bytes()] {
+        assert_absent(&v.store, needle);
+        assert_absent(&v.cache, needle);
+    }
+}
+
+/// Clear errors: wrong key, not a vault, non-empty init target, busy mountpoint, busy umount.
+#[test]
+#[serial]
+fn clear_errors() {
+    let v = Vault::new();
+    let wrong = v.dir.path().join("wrong");
+    fs::write(&wrong, "ab".repeat(32)).unwrap();
+    let o = run(Command::new(BIN).arg("mount").arg(&v.store).arg(&v.mnt).arg("--key-file").arg(&wrong).args([
+        "--key-transform",
+        "hex",
+        "--read-only",
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("the key does not open this vault"), "{}", stderr(&o));
+    assert!(!is_mounted(&v.mnt));
+    let o = run(Command::new(BIN).arg("mount").arg(&v.store).arg(&v.mnt).args(v.key_args()).args(["--key-transform", "base64"]));
+    assert!(!o.status.success());
+    let not_vault = v.dir.path().join("notvault");
+    fs::create_dir(&not_vault).unwrap();
+    fs::write(not_vault.join("something"), b"x").unwrap();
+    let o = run(Command::new(BIN).arg("mount").arg(&not_vault).arg(&v.mnt).args(v.key_args()).arg("--read-only"));
+    assert!(stderr(&o).contains("is not a pgcryptfs vault"), "{}", stderr(&o));
+    let o = run(Command::new(BIN).arg("init").arg(&not_vault).args(v.key_args()));
+    assert!(!o.status.success() && stderr(&o).contains("not empty"), "{}", stderr(&o));
+    let o = run(Command::new(BIN).arg("init").arg(&v.store).args(v.key_args()));
+    assert!(!o.status.success() && stderr(&o).contains("already a pgcryptfs vault"), "{}", stderr(&o));
+    let short = v.dir.path().join("short");
+    fs::write(&short, "abc").unwrap();
+    let o = run(Command::new(BIN).arg("init").arg(v.dir.path().join("v2")).arg("--key-file").arg(&short));
+    assert!(stderr(&o).contains("at least 25 bytes"), "{}", stderr(&o));
+
+    let m = v.mount(&[]);
+    let o = run(&mut v.mount_cmd(&[]));
+    assert!(!o.status.success() && stderr(&o).contains("already a mount point"), "{}", stderr(&o));
+    // umount refuses while a file is open there, and the mount keeps serving.
+    let f = File::create(v.path("held")).unwrap();
+    let o = run(Command::new(BIN).arg("umount").arg(&v.mnt));
+    assert!(!o.status.success() && stderr(&o).contains("busy"), "{}", stderr(&o));
+    drop(f);
+    assert!(is_mounted(&v.mnt));
+    let status = must(Command::new(BIN).arg("status").arg(&v.mnt));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("staged_bytes="));
+    m.umount();
+    let o = run(Command::new(BIN).arg("umount").arg(&v.mnt));
+    assert!(!o.status.success() && stderr(&o).contains("no pgcryptfs daemon"), "{}", stderr(&o));
+}
+
+/// Several writers at once on the multithreaded daemon, then a plain `umount` (the kernel
+/// detaches at once; the daemon still drains everything).
+#[test]
+#[serial]
+fn concurrent_writers_then_plain_umount_drains() {
+    let v = Vault::new();
+    let m = v.mount(&[]);
+    let pid = m.pid();
+    std::thread::scope(|s| {
+        for t in 0..6u64 {
+            let v = &v;
+            s.spawn(move || {
+                for i in 0..20u64 {
+                    let data = pattern(t * 100 + i, ((t * 31 + i * 977) % 400_000) as usize + 1);
+                    fs::write(v.path(&format!("t{t}-{i}")), &data).unwrap();
+                }
+            });
+        }
+    });
+    std::mem::forget(m); // the plain umount below replaces the guard
+    must(Command::new("umount").arg(&v.mnt));
+    wait_gone(pid);
+    assert!(v.log_text().contains("everything is in the store"), "{}", v.log_text());
+    fs::remove_dir_all(&v.cache).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+    for t in 0..6u64 {
+        for i in 0..20u64 {
+            let data = pattern(t * 100 + i, ((t * 31 + i * 977) % 400_000) as usize + 1);
+            assert!(fs::read(v.path(&format!("t{t}-{i}"))).unwrap() == data, "t{t}-{i}");
+        }
+    }
+}
