@@ -627,3 +627,105 @@ impl Fs {
         self.vault.commit()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ROOT;
+    use crate::crypto::Secret32;
+    use crate::store::LocalStore;
+    use crate::vault::{self, OpenOptions};
+    use std::path::Path;
+
+    fn key() -> Secret32 {
+        Secret32::from_bytes([9; 32])
+    }
+
+    fn open(store: &Path, cache: &Path, read_only: bool, chunk: u32) -> Fs {
+        if !store.join(format::HEADER_OBJECT).exists() {
+            vault::init(&LocalStore::new(store.to_path_buf()), &key(), chunk, 0, 0).unwrap();
+        }
+        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20 };
+        Fs::new(Vault::open(Box::new(LocalStore::new(store.to_path_buf())), &key(), &opts).ok().unwrap())
+    }
+
+    /// Writes, overwrites, truncates and reads against a model; then the same after a commit
+    /// and a reopen from an empty cache.
+    #[test]
+    fn read_write_truncate_against_a_model() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c1"), false, 4096);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        let mut model = vec![];
+        let mut apply = |fs: &Fs, off: usize, data: &[u8]| {
+            assert_eq!(fs.write(st.ino, off as u64, data).unwrap(), data.len());
+            if model.len() < off + data.len() {
+                model.resize(off + data.len(), 0);
+            }
+            model[off..off + data.len()].copy_from_slice(data);
+        };
+        apply(&fs, 0, &[1; 10_000]);
+        apply(&fs, 5_000, &[2; 3]);
+        apply(&fs, 50_000, &[3; 5]); // sparse gap
+        apply(&fs, 4_090, &[4; 20]); // straddles a chunk boundary
+        fs.setattr(st.ino, &SetAttr { size: Some(6_000), ..Default::default() }).unwrap();
+        model.truncate(6_000);
+        fs.setattr(st.ino, &SetAttr { size: Some(9_000), ..Default::default() }).unwrap();
+        model.resize(9_000, 0);
+        assert_eq!(fs.read(st.ino, 0, 100_000).unwrap(), model);
+        assert_eq!(fs.read(st.ino, 8_990, 100).unwrap(), &model[8_990..]);
+        assert!(fs.read(st.ino, 9_000, 10).unwrap().is_empty());
+        fs.fsync(st.ino).unwrap();
+        fs.release(fh).unwrap();
+        assert!(fs.sync_to_store().unwrap());
+        drop(fs);
+        let fs = open(&d.path().join("s"), &d.path().join("c2"), true, 4096);
+        let ino = fs.lookup(ROOT, b"f").unwrap().ino;
+        assert_eq!(fs.read(ino, 0, 100_000).unwrap(), model);
+        assert_eq!(fs.write(ino, 0, b"x"), Err(Errno(libc::EROFS)));
+    }
+
+    #[test]
+    fn errno_table() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096);
+        let dir = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap().ino;
+        fs.mknod(dir, b"f", libc::S_IFREG | 0o644, 0, 0).unwrap();
+        assert_eq!(fs.mkdir(ROOT, b"d", 0o755, 0, 0), Err(Errno(libc::EEXIST)));
+        assert_eq!(fs.rmdir(ROOT, b"d"), Err(Errno(libc::ENOTEMPTY)));
+        assert_eq!(fs.unlink(ROOT, b"d"), Err(Errno(libc::EISDIR)));
+        assert_eq!(fs.lookup(ROOT, b"nope"), Err(Errno(libc::ENOENT)));
+        assert_eq!(fs.lookup(ROOT, &[b'n'; 256]), Err(Errno(libc::ENAMETOOLONG)));
+        assert_eq!(fs.mknod(ROOT, b"dev", libc::S_IFCHR | 0o600, 0, 0), Err(Errno(libc::EPERM)));
+        assert_eq!(fs.rename(ROOT, b"d", ROOT, b"e", libc::RENAME_EXCHANGE), Err(Errno(libc::EINVAL)));
+        assert_eq!(fs.readlink(dir), Err(Errno(libc::EINVAL)));
+        assert_eq!(fs.read(dir, 0, 1), Err(Errno(libc::EISDIR)));
+        assert_eq!(fs.fallocate(dir, 0, 1, 1), Err(Errno(libc::EOPNOTSUPP)));
+        let names: Vec<Vec<u8>> = fs.readdir(ROOT, 0, 100).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec![b".".to_vec(), b"..".to_vec(), b"d".to_vec()]);
+    }
+
+    /// The frozen format-1 vault in tests/fixtures/v1 (made by the pgcryptfs of that format)
+    /// must keep opening and reading byte for byte.
+    #[test]
+    fn fixture_vault_v1_still_opens() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+        let hex = std::fs::read(dir.join("key.hex")).unwrap();
+        let k = crate::keys::apply_transform(&hex, crate::keys::KeyTransform::Hex).ok().unwrap();
+        let opts = OpenOptions { read_only: true, cache_root: None, pack_target: 1 << 20 };
+        let store = Box::new(LocalStore::new(dir.join("vault")));
+        let fs = Fs::new(Vault::open(store, &k, &opts).ok().unwrap());
+        assert_eq!(fs.vault().chunk_size(), 4096);
+        let hello = fs.lookup(ROOT, b"hello.txt").unwrap();
+        assert_eq!(hello.perm, 0o640);
+        assert_eq!(fs.read(hello.ino, 0, 1000).unwrap(), b"hello, pgcryptfs\n");
+        let d = fs.lookup(ROOT, b"dir").unwrap();
+        let data = fs.lookup(d.ino, b"data.bin").unwrap();
+        let want: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        assert_eq!(fs.read(data.ino, 0, 20_000).unwrap(), want);
+        let link = fs.lookup(ROOT, b"link").unwrap();
+        assert_eq!(fs.readlink(link.ino).unwrap(), b"hello.txt");
+        let wrong = Vault::open(Box::new(LocalStore::new(dir.join("vault"))), &key(), &opts);
+        assert!(matches!(wrong, Err(VaultError::Key(crate::keys::KeyError::WrongKey))));
+    }
+}
