@@ -36,11 +36,30 @@ pub fn init(cfg: &InitConfig) -> Result<String, String> {
     ))
 }
 
+/// The mountinfo line of the file system mounted at `path`, if any (the last one wins).
+fn mountinfo_line(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    info.lines().filter(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want)).last().map(String::from)
+}
+
 /// True if `path` is the mount point of some mounted file system.
 fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = path.as_os_str().as_bytes();
-    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want))
+    mountinfo_line(path).is_some()
+}
+
+/// FUSE gives its mounts a 128 KiB readahead and 1% of the dirty-page budget. Raise both for
+/// this mount (best effort, root only): restores stream and backups are not throttled.
+/// Uses mountinfo, not stat, so it never waits on this not-yet-serving mount.
+fn tune_bdi(mountpoint: &Path) {
+    let Some(line) = mountinfo_line(mountpoint) else { return };
+    let Some(dev) = line.split(' ').nth(2) else { return };
+    let dir = PathBuf::from(format!("/sys/class/bdi/{dev}"));
+    for (knob, value) in [("read_ahead_kb", "1024"), ("max_ratio", "40")] {
+        if let Err(e) = std::fs::write(dir.join(knob), value) {
+            log::debug!("cannot set {knob} of {}: {e}", dir.display());
+        }
+    }
 }
 
 fn unescape_mount(s: &str) -> Vec<u8> {
@@ -284,6 +303,7 @@ fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixList
             let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
             format!("cannot mount on {}: {e}", cfg.mountpoint.display())
         })?;
+    tune_bdi(&cfg.mountpoint);
     Ok((fs, session, listener))
 }
 

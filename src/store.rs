@@ -50,6 +50,12 @@ pub trait Store: Send + Sync {
         let data = fs::read(path).map_err(|source| StoreError::Io { key: key.to_string(), source })?;
         self.put(key, &data)
     }
+    /// Stores a local file as `key` and removes the local file: for a local store on the same
+    /// file system this is a rename, elsewhere an upload.
+    fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
+        self.put_file(key, path)?;
+        fs::remove_file(path).map_err(|source| StoreError::Io { key: key.to_string(), source })
+    }
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Names and sizes of all objects whose key starts with `prefix`, sorted by key.
@@ -163,6 +169,20 @@ impl Store for LocalStore {
         })?;
         fs::rename(&tmp, self.path(key)).map_err(Self::io(key))?;
         self.sync_dir(key)
+    }
+
+    fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
+        let dest = self.path(key);
+        fs::create_dir_all(dest.parent().expect("keys have a parent")).map_err(Self::io(key))?;
+        File::open(path).and_then(|f| f.sync_all()).map_err(Self::io(key))?;
+        match fs::rename(path, &dest) {
+            Ok(()) => self.sync_dir(key),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.put_file(key, path)?;
+                fs::remove_file(path).map_err(Self::io(key))
+            }
+            Err(e) => Err(Self::io(key)(e)),
+        }
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -341,6 +361,9 @@ mod tests {
         fs::write(&src, b"file body").unwrap();
         s.put_file("packs/f", &src).unwrap();
         assert_eq!(s.get("packs/f").unwrap(), b"file body");
+        s.put_moving("packs/g", &src).unwrap();
+        assert_eq!(s.get("packs/g").unwrap(), b"file body");
+        assert!(!src.exists());
         assert!(s.free_bytes().is_some());
     }
 

@@ -423,10 +423,10 @@ impl Vault {
     fn upload_pack(&self, cache: &Cache, id: &Id) -> Result<()> {
         let path = cache.staging_file(id);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        self.store.put_file(&format::pack_name(id), &path)?;
+        // The staging file leaves the cache; readers that raced with it fall back to the store.
+        self.store.put_moving(&format::pack_name(id), &path)?;
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         self.stats.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
-        cache.remove_staging(id)?;
         Ok(())
     }
 
