@@ -55,15 +55,23 @@ pub fn request(mountpoint: &Path, command: &str, mut progress: impl FnMut(u64, u
     Err("the daemon closed the control connection without an answer".into())
 }
 
+/// True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}
+
 /// Waits until process `pid` has exited (or the timeout passes); true if it exited.
 pub fn wait_for_exit(pid: u32, timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
-        // SAFETY: kill with signal 0 only checks for existence.
-        if unsafe { libc::kill(pid as i32, 0) } != 0 {
+        if !running(pid) {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
     }
     false
 }

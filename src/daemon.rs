@@ -112,6 +112,8 @@ struct Shared {
     stop_cv: Condvar,
     drain: Mutex<Option<Result<String, String>>>,
     drain_cv: Condvar,
+    /// UMOUNT clients still waiting for the drain's result.
+    umount_waiters: Mutex<usize>,
 }
 
 /// The `mount` command. Returns the process exit code.
@@ -203,6 +205,10 @@ fn init_logging(cfg: &MountConfig, daemonized: bool) -> Result<(), String> {
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }
     let _ = b.try_init();
+    // A daemon's stderr is /dev/null: panics must reach the log.
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("panic in thread {:?}: {info}", std::thread::current().name().unwrap_or("?"));
+    }));
     Ok(())
 }
 
@@ -233,6 +239,7 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
         stop_cv: Condvar::new(),
         drain: Mutex::new(None),
         drain_cv: Condvar::new(),
+        umount_waiters: Mutex::new(0),
     });
     spawn_signal_thread(cfg.mountpoint.clone());
     {
@@ -272,8 +279,13 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
     *shared.drain.lock().unwrap() = Some(result);
     shared.drain_cv.notify_all();
     let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
-    // Give umount clients a moment to read the result before the process goes.
-    std::thread::sleep(Duration::from_millis(100));
+    // Every `pgcryptfs umount` waiting on us gets its answer before the process goes (a client
+    // may still be inside umount2(2) when the drain ends).
+    let mut waiters = shared.umount_waiters.lock().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while *waiters > 0 && std::time::Instant::now() < deadline {
+        waiters = shared.drain_cv.wait_timeout(waiters, Duration::from_millis(50)).unwrap().0;
+    }
     code
 }
 
@@ -353,18 +365,26 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
             )));
         }
         "UMOUNT" => {
+            *shared.umount_waiters.lock().unwrap() += 1;
+            let answered = |shared: &Shared| {
+                *shared.umount_waiters.lock().unwrap() -= 1;
+                shared.drain_cv.notify_all();
+            };
             if let Err(e) = unmount(&shared.mountpoint, false) {
                 let msg = if e.raw_os_error() == Some(libc::EBUSY) {
                     format!("{} is busy (files or directories are open there)", shared.mountpoint.display())
                 } else {
                     format!("cannot unmount {}: {e}", shared.mountpoint.display())
                 };
-                return session.finish(Err(msg));
+                session.finish(Err(msg));
+                return answered(shared);
             }
             let mut g = shared.drain.lock().unwrap();
             loop {
                 if let Some(r) = g.as_ref() {
-                    return session.finish(r.clone());
+                    session.finish(r.clone());
+                    drop(g);
+                    return answered(shared);
                 }
                 let (staged, packs) = shared.fs.vault().backlog();
                 session.progress(staged, packs);
