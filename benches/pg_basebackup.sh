@@ -126,7 +126,8 @@ hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/de
 
 prepare_backup() { # checkpoint, flush, and warm the source so each target starts equal
     pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c CHECKPOINT >/dev/null
-    tar -cf - -C "$PGDATA" . | cat >/dev/null
+    # The cluster is live: files may vanish while we read them, which is fine here.
+    find "$PGDATA" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
     sync
 }
 verify_restore() { # restored dir, label: checks every file against backup_manifest and parses the WAL

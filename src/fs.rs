@@ -379,17 +379,33 @@ impl Fs {
         }
         let end = fsize.min(offset + size as u64);
         let mut out = vec![0u8; (end - offset) as usize];
-        let mut scratch = Vec::new();
-        for p in format::pieces(offset, out.len(), self.vault.chunk_size()) {
-            let dst = &mut out[p.buf_off..p.buf_off + p.len];
-            if let Some(buf) = guard.as_ref().and_then(|g| g.dirty.get(&p.index)) {
-                dst.copy_from_slice(&buf[p.within..p.within + p.len]);
-            } else {
-                self.load_chunk(ino, &file_id, p.index, &mut scratch)?;
-                dst.copy_from_slice(&scratch[p.within..p.within + p.len]);
+        let pieces: Vec<format::Piece> = format::pieces(offset, out.len(), self.vault.chunk_size()).collect();
+        // Dirty buffers first; the rest from sealed chunks (holes stay zero).
+        let mut stored = Vec::new();
+        {
+            let cat = self.vault.catalog();
+            let i = cat.get(ino)?;
+            for p in &pieces {
+                if let Some(buf) = guard.as_ref().and_then(|g| g.dirty.get(&p.index)) {
+                    out[p.buf_off..p.buf_off + p.len].copy_from_slice(&buf[p.within..p.within + p.len]);
+                } else if let Some(c) = i.chunk(p.index) {
+                    stored.push((p.index, c));
+                }
             }
         }
-        crypto::wipe(&mut scratch);
+        let first = pieces[0].index;
+        let read = self.vault.read_chunks(&file_id, &stored, |index, plain| {
+            let p = &pieces[(index - first) as usize];
+            let dst = &mut out[p.buf_off..p.buf_off + p.len];
+            let have = plain.len().saturating_sub(p.within).min(p.len);
+            if have > 0 {
+                dst[..have].copy_from_slice(&plain[p.within..p.within + have]);
+            }
+        });
+        if let Err((index, e)) = read {
+            crypto::wipe(&mut out);
+            return Err(self.verr(e, || format!("reading {} (inode {ino}) chunk {index}", self.path(ino))));
+        }
         Ok(out)
     }
 

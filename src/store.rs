@@ -90,11 +90,29 @@ pub fn open_store(url: &str) -> std::result::Result<Box<dyn Store>, String> {
 /// fsynced and renamed into place, then the directory is fsynced.
 pub struct LocalStore {
     root: PathBuf,
+    /// Open handles of recently read objects (restores read packs chunk after chunk).
+    open: Mutex<lru::LruCache<String, std::sync::Arc<File>>>,
 }
+
+const OPEN_FILES: usize = 64;
 
 impl LocalStore {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        let cap = std::num::NonZeroUsize::new(OPEN_FILES).expect("non-zero");
+        Self { root, open: Mutex::new(lru::LruCache::new(cap)) }
+    }
+
+    fn forget_open(&self, key: &str) {
+        self.open.lock().unwrap().pop(key);
+    }
+
+    fn open_for_read(&self, key: &str) -> Result<std::sync::Arc<File>> {
+        if let Some(f) = self.open.lock().unwrap().get(key) {
+            return Ok(f.clone());
+        }
+        let f = std::sync::Arc::new(File::open(self.path(key)).map_err(Self::io(key))?);
+        self.open.lock().unwrap().put(key.to_string(), f.clone());
+        Ok(f)
     }
 
     pub fn root(&self) -> &Path {
@@ -145,6 +163,7 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.forget_open(key);
         let tmp = self.write_temp(key, |f| f.write_all(data))?;
         fs::rename(&tmp, self.path(key)).map_err(Self::io(key))?;
         self.sync_dir(key)
@@ -163,6 +182,7 @@ impl Store for LocalStore {
     }
 
     fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        self.forget_open(key);
         let tmp = self.write_temp(key, |f| {
             let mut src = File::open(path)?;
             io::copy(&mut src, f).map(|_| ())
@@ -172,6 +192,7 @@ impl Store for LocalStore {
     }
 
     fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
+        self.forget_open(key);
         let dest = self.path(key);
         fs::create_dir_all(dest.parent().expect("keys have a parent")).map_err(Self::io(key))?;
         File::open(path).and_then(|f| f.sync_all()).map_err(Self::io(key))?;
@@ -190,7 +211,7 @@ impl Store for LocalStore {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let f = File::open(self.path(key)).map_err(Self::io(key))?;
+        let f = self.open_for_read(key)?;
         let mut buf = vec![0u8; len];
         let mut done = 0;
         while done < len {
@@ -234,6 +255,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        self.forget_open(key);
         match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
