@@ -219,27 +219,20 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && unsafe { ffi::sodium_memcmp(a.as_ptr().cast(), b.as_ptr().cast(), a.len()) } == 0
 }
 
-/// Decodes hex (ignoring nothing: every character must be a hex digit). None if invalid.
-pub fn hex_decode(s: &[u8]) -> Option<Vec<u8>> {
+/// Runs a libsodium `*2bin` decoder into a buffer of `cap` bytes; the whole input must be
+/// consumed. The buffer is wiped if decoding fails.
+fn decode_all(
+    s: &[u8],
+    cap: usize,
+    decode: impl FnOnce(*mut u8, usize, *const libc::c_char, usize, &mut usize, &mut *const libc::c_char) -> i32,
+) -> Option<Vec<u8>> {
     init();
-    let mut out = vec![0u8; s.len() / 2 + 1];
+    let mut out = vec![0u8; cap];
     let mut bin_len: usize = 0;
     let mut end: *const libc::c_char = std::ptr::null();
-    // SAFETY: buffers are valid; libsodium writes at most out.len() bytes.
-    let rc = unsafe {
-        ffi::sodium_hex2bin(
-            out.as_mut_ptr(),
-            out.len(),
-            s.as_ptr().cast(),
-            s.len(),
-            std::ptr::null(),
-            &mut bin_len,
-            &mut end,
-        )
-    };
-    // SAFETY: `end` points into `s` (or is null on failure).
-    if rc != 0 || s.len() % 2 != 0 || end.is_null() || unsafe { end.offset_from(s.as_ptr().cast()) } as usize != s.len()
-    {
+    let rc = decode(out.as_mut_ptr(), out.len(), s.as_ptr().cast(), s.len(), &mut bin_len, &mut end);
+    // SAFETY: on success `end` points into `s` (one past its last consumed byte).
+    if rc != 0 || end.is_null() || unsafe { end.offset_from(s.as_ptr().cast()) } as usize != s.len() {
         wipe(&mut out);
         return None;
     }
@@ -247,32 +240,34 @@ pub fn hex_decode(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decodes standard base64 with padding (RFC 4648 §4). None if invalid.
-pub fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
-    init();
-    let mut out = vec![0u8; s.len() * 3 / 4 + 3];
-    let mut bin_len: usize = 0;
-    let mut end: *const libc::c_char = std::ptr::null();
-    // SAFETY: valid buffers; variant 1 = sodium_base64_VARIANT_ORIGINAL.
-    let rc = unsafe {
-        ffi::sodium_base642bin(
-            out.as_mut_ptr(),
-            out.len(),
-            s.as_ptr().cast(),
-            s.len(),
-            std::ptr::null(),
-            &mut bin_len,
-            &mut end,
-            ffi::sodium_base64_VARIANT_ORIGINAL as i32,
-        )
-    };
-    // SAFETY: `end` points into `s` when non-null.
-    if rc != 0 || end.is_null() || unsafe { end.offset_from(s.as_ptr().cast()) } as usize != s.len() {
-        wipe(&mut out);
+/// Decodes hex: every character must be a hex digit, and there must be an even number.
+pub fn hex_decode(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
         return None;
     }
-    out.truncate(bin_len);
-    Some(out)
+    decode_all(s, s.len() / 2 + 1, |out, cap, hex, len, bin_len, end| {
+        // SAFETY: the pointers and lengths describe live buffers; libsodium writes at most `cap`.
+        unsafe { ffi::sodium_hex2bin(out, cap, hex, len, std::ptr::null(), bin_len, end) }
+    })
+}
+
+/// Decodes standard base64 with padding (RFC 4648 §4).
+pub fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    decode_all(s, s.len() * 3 / 4 + 3, |out, cap, b64, len, bin_len, end| {
+        // SAFETY: the pointers and lengths describe live buffers; libsodium writes at most `cap`.
+        unsafe {
+            ffi::sodium_base642bin(
+                out,
+                cap,
+                b64,
+                len,
+                std::ptr::null(),
+                bin_len,
+                end,
+                ffi::sodium_base64_VARIANT_ORIGINAL as i32,
+            )
+        }
+    })
 }
 
 #[cfg(test)]
