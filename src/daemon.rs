@@ -40,7 +40,7 @@ pub fn init(cfg: &InitConfig) -> Result<String, String> {
 fn mountinfo_line(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.as_os_str().as_bytes();
-    info.lines().filter(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want)).last().map(String::from)
+    info.lines().rev().find(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want)).map(String::from)
 }
 
 /// True if `path` is the mount point of some mounted file system.

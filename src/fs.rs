@@ -423,18 +423,21 @@ impl Fs {
         let mut new_dirty = 0i64;
         let filled = (|| -> Result<()> {
             for p in format::pieces(offset, data.len(), cs) {
-                if !f.dirty.contains_key(&p.index) {
-                    let existing = format::chunk_len(p.index, size, cs);
-                    let mut buf = Vec::with_capacity(cs as usize);
-                    if existing > 0 && !(p.within == 0 && p.len >= existing) {
-                        self.load_chunk(ino, &file_id, p.index, &mut buf)?;
-                    } else {
-                        buf.resize(cs as usize, 0);
+                let buf = match f.dirty.entry(p.index) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        // A chunk only partly overwritten starts from its stored content.
+                        let existing = format::chunk_len(p.index, size, cs);
+                        let mut buf = Vec::with_capacity(cs as usize);
+                        if existing > 0 && !(p.within == 0 && p.len >= existing) {
+                            self.load_chunk(ino, &file_id, p.index, &mut buf)?;
+                        } else {
+                            buf.resize(cs as usize, 0);
+                        }
+                        new_dirty += 1;
+                        e.insert(buf)
                     }
-                    f.dirty.insert(p.index, buf);
-                    new_dirty += 1;
-                }
-                let buf = f.dirty.get_mut(&p.index).expect("inserted");
+                };
                 buf[p.within..p.within + p.len].copy_from_slice(&data[p.buf_off..p.buf_off + p.len]);
             }
             Ok(())

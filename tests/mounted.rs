@@ -27,7 +27,7 @@ fn random_writes_truncate_and_sparse_survive_remount() {
     let mut model: Vec<u8> = Vec::new();
     {
         let _m = v.mount(&[]);
-        let mut f = OpenOptions::new().create(true).read(true).write(true).open(v.path("f")).unwrap();
+        let mut f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(v.path("f")).unwrap();
         let ops: &[(u64, usize)] =
             &[(0, 100_000), (5, 3), (65_530, 20), (300_000, 70_000), (131_072, 65_536), (1_000_000, 1), (99_999, 2)];
         for (i, &(off, len)) in ops.iter().enumerate() {
