@@ -448,3 +448,38 @@ fn concurrent_writers_then_plain_umount_drains() {
         }
     }
 }
+
+/// A store that refuses writes at unmount: `pgcryptfs umount` exits non-zero and says so, the
+/// data stays in the cache, and the next mount of that cache stores it.
+#[test]
+#[serial]
+fn failed_drain_exits_nonzero_and_loses_nothing() {
+    let v = Vault::new();
+    let data = pattern(11, 3 << 20);
+    let meta = v.store.join("meta");
+    let m = v.mount(&[]);
+    fs::write(v.path("precious"), &data).unwrap();
+    // Root ignores modes; an immutable directory refuses new segments even to root.
+    must(Command::new("chattr").arg("+i").arg(&meta));
+    struct Unfreeze<'a>(&'a Path);
+    impl Drop for Unfreeze<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).output();
+        }
+    }
+    let unfreeze = Unfreeze(&meta);
+    std::mem::forget(m);
+    let o = run(Command::new(BIN).arg("umount").arg(&v.mnt));
+    assert!(!o.status.success(), "umount must fail when the store refuses the data");
+    assert!(stderr(&o).contains("stays in the cache"), "{}", stderr(&o));
+    assert!(!is_mounted(&v.mnt));
+    drop(unfreeze);
+    {
+        let m = v.mount(&[]);
+        assert!(fs::read(v.path("precious")).unwrap() == data);
+        m.umount();
+    }
+    fs::remove_dir_all(&v.cache).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+    assert!(fs::read(v.path("precious")).unwrap() == data);
+}
