@@ -62,6 +62,8 @@ struct Journal {
     batches: u32,
     /// Length of the file up to the last complete, synced batch.
     len: u64,
+    /// A failed append could not be cut off: no batch may follow it.
+    broken: bool,
 }
 
 /// Counters the daemon reports.
@@ -133,7 +135,14 @@ impl Cache {
             p.active = Some(ActivePack { id, file, len: 0 });
         }
         let a = p.active.as_mut().expect("just set");
-        a.file.write_all(sealed).map_err(io_err("writing a staging pack"))?;
+        if let Err(e) = a.file.write_all(sealed) {
+            // Cut a partial write off so the next chunk lands at the offset we record.
+            if a.file.set_len(a.len).is_err() {
+                // The pack's tail is unknown: stop appending to it.
+                let _ = Self::close_active(&mut p);
+            }
+            return Err(io_err("writing a staging pack")(e));
+        }
         let at = (a.id, a.len);
         a.len += sealed.len() as u64;
         if a.len >= self.pack_target {
@@ -142,10 +151,12 @@ impl Cache {
         Ok(at)
     }
 
+    /// Closes the active pack. It joins the upload queue even if its fsync fails, so the
+    /// chunks the metadata may already reference are never left behind.
     fn close_active(p: &mut Packer) -> Result<()> {
         if let Some(a) = p.active.take() {
-            a.file.sync_all().map_err(io_err("syncing a staging pack"))?;
             p.closed.push(a.id);
+            a.file.sync_all().map_err(io_err("syncing a staging pack"))?;
         }
         Ok(())
     }
@@ -159,7 +170,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Closes the active pack and hands over every closed pack for upload.
+    /// Closes the active pack and hands over every closed pack for upload. On an error the
+    /// packs stay queued for the next call.
     pub fn take_closed_packs(&self, close_active: bool) -> Result<Vec<Id>> {
         let mut p = self.packer.lock().unwrap();
         if close_active {
@@ -232,7 +244,7 @@ impl Cache {
         file.sync_all().map_err(io_err("syncing the journal"))?;
         self.sync_dir()?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io_err("opening the journal"))?;
-        *self.journal.lock().unwrap() = Some(Journal { seq, file, batches: 0, len: header.len() as u64 });
+        *self.journal.lock().unwrap() = Some(Journal { seq, file, batches: 0, len: header.len() as u64, broken: false });
         Ok(())
     }
 
@@ -240,6 +252,12 @@ impl Cache {
     pub fn journal_append(&self, seal: impl FnOnce(u64, u32) -> Vec<u8>) -> Result<()> {
         let mut g = self.journal.lock().unwrap();
         let j = g.as_mut().expect("journal started before use");
+        if j.broken {
+            return Err(CacheError::Io {
+                what: "the journal is damaged after a failed write; remount to recover".into(),
+                source: io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
         let sealed = seal(j.seq, j.batches);
         let mut rec = Vec::with_capacity(4 + sealed.len());
         rec.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
@@ -247,7 +265,9 @@ impl Cache {
         let written = j.file.write_all(&rec).and_then(|()| j.file.sync_data());
         if let Err(e) = written {
             // Cut a torn batch off so the next append starts at a batch boundary.
-            let _ = j.file.set_len(j.len);
+            if j.file.set_len(j.len).and_then(|()| j.file.sync_data()).is_err() {
+                j.broken = true;
+            }
             return Err(io_err("appending to the journal")(e));
         }
         j.len += rec.len() as u64;

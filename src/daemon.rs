@@ -112,8 +112,9 @@ struct Shared {
     stop_cv: Condvar,
     drain: Mutex<Option<Result<String, String>>>,
     drain_cv: Condvar,
-    /// UMOUNT clients still waiting for the drain's result.
+    /// UMOUNT clients still waiting for the drain's result, and its own condition variable.
     umount_waiters: Mutex<usize>,
+    answered_cv: Condvar,
 }
 
 /// The `mount` command. Returns the process exit code.
@@ -240,6 +241,7 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
         drain: Mutex::new(None),
         drain_cv: Condvar::new(),
         umount_waiters: Mutex::new(0),
+        answered_cv: Condvar::new(),
     });
     spawn_signal_thread(cfg.mountpoint.clone());
     {
@@ -284,7 +286,7 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
     let mut waiters = shared.umount_waiters.lock().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while *waiters > 0 && std::time::Instant::now() < deadline {
-        waiters = shared.drain_cv.wait_timeout(waiters, Duration::from_millis(50)).unwrap().0;
+        waiters = shared.answered_cv.wait_timeout(waiters, Duration::from_millis(50)).unwrap().0;
     }
     code
 }
@@ -368,7 +370,7 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
             *shared.umount_waiters.lock().unwrap() += 1;
             let answered = |shared: &Shared| {
                 *shared.umount_waiters.lock().unwrap() -= 1;
-                shared.drain_cv.notify_all();
+                shared.answered_cv.notify_all();
             };
             if let Err(e) = unmount(&shared.mountpoint, false) {
                 let msg = if e.raw_os_error() == Some(libc::EBUSY) {

@@ -250,6 +250,12 @@ impl Fs {
         Ok(())
     }
 
+    /// True if nobody but the `files` map holds this FileData and it has no dirty data (clones
+    /// are only made under the `files` lock, which the caller holds).
+    fn unused(f: &Arc<Mutex<FileData>>) -> bool {
+        Arc::strong_count(f) == 1 && f.try_lock().is_ok_and(|g| g.dirty.is_empty())
+    }
+
     /// Drops the dirty buffers of an inode that no longer exists.
     fn forget_data_if_gone(&self, ino: u64) {
         if self.vault.catalog().get(ino).is_err() {
@@ -297,7 +303,7 @@ impl Fs {
         };
         if !still_open {
             let mut files = self.files.lock().unwrap();
-            if files.get(&ino).is_some_and(|f| f.lock().unwrap().dirty.is_empty()) {
+            if files.get(&ino).is_some_and(Self::unused) {
                 files.remove(&ino);
             }
         }
@@ -349,6 +355,7 @@ impl Fs {
         let cs = self.vault.chunk_size() as usize;
         let c = self.vault.catalog().get(ino)?.chunk(index);
         buf.clear();
+        buf.reserve(cs); // no reallocation (which would free plaintext unwiped) below
         if let Some(c) = c {
             self.vault.read_chunk(file_id, index, &c, buf).map_err(|e| {
                 self.verr(e, || format!("reading {} (inode {ino}) chunk {index}", self.path(ino)))
@@ -412,9 +419,7 @@ impl Fs {
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno(libc::EFBIG))?;
-        if end > (1u64 << 40) * self.vault.chunk_size() as u64 {
-            return Err(Errno(libc::EFBIG));
-        }
+        self.check_size(end)?;
         let fd = self.file_data(ino, true)?.expect("created");
         let mut f = fd.lock().unwrap();
         let cs = self.vault.chunk_size();
@@ -529,8 +534,16 @@ impl Fs {
         Ok(())
     }
 
+    /// Largest file: 2^40 chunks (the catalog's bound on chunk indices).
+    fn check_size(&self, size: u64) -> Result<()> {
+        if size > (1u64 << 40) * self.vault.chunk_size() as u64 { Err(Errno(libc::EFBIG)) } else { Ok(()) }
+    }
+
     pub fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Stat> {
         self.writable()?;
+        if let Some(size) = s.size {
+            self.check_size(size)?;
+        }
         let (is_file, old_size) = {
             let cat = self.vault.catalog();
             let a = &cat.get(ino)?.attr;
@@ -566,6 +579,7 @@ impl Fs {
             return Err(Errno(libc::EOPNOTSUPP));
         }
         let end = offset.checked_add(len).ok_or(Errno(libc::EFBIG))?;
+        self.check_size(end)?;
         let size = self.vault.catalog().get(ino)?.attr.size;
         if end > size {
             self.setattr(ino, &SetAttr { size: Some(end), ..Default::default() })?;
@@ -618,10 +632,7 @@ impl Fs {
     pub fn seal_all(&self) -> Result<()> {
         let files: Vec<(u64, Arc<Mutex<FileData>>)> = {
             let mut map = self.files.lock().unwrap();
-            map.retain(|ino, f| {
-                let busy = f.try_lock().map(|g| !g.dirty.is_empty()).unwrap_or(true);
-                busy || self.vault.catalog().get(*ino).is_ok_and(|i| i.open > 0)
-            });
+            map.retain(|ino, f| !Self::unused(f) || self.vault.catalog().get(*ino).is_ok_and(|i| i.open > 0));
             map.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
         let mut first_err = Ok(());

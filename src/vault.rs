@@ -2,8 +2,9 @@
 //! segments, chunk sealing and authenticated chunk reads, and the commit pipeline
 //! (journal → packs uploaded → segment) that makes the cache's contents durable in the store.
 //!
-//! Lock order: `commit` → (fs file locks, outside this module) → `catalog` → cache internals
-//! → `head`. No lock is held across a store upload except `commit`.
+//! Lock order: `commit` → `catalog` → cache internals → `head` (the fs layer never holds a
+//! file lock while calling `commit`). Across store writes only `commit` and `head` are held
+//! (and the catalog during recovery, before any other thread exists).
 
 use std::fmt;
 use std::path::Path;
@@ -77,11 +78,15 @@ struct Head {
     deltas_since_checkpoint: u64,
 }
 
-/// A commit that froze a journal but has not yet written its segment (retried first).
+/// A commit that froze a journal but has not finished (retried first, resuming where it
+/// stopped).
 struct FrozenCommit {
     seq: u64,
     checkpoint: Option<Vec<u8>>,
     packs: Vec<Id>,
+    /// The sealed segment, made once, so a retry writes the very same bytes.
+    object: Option<(u8, Vec<u8>)>,
+    segment_written: bool,
 }
 
 /// Counters for status, benchmarks and notes.
@@ -273,7 +278,8 @@ impl Vault {
                 }
             }
             let body = format::encode_records(&cat.snapshot());
-            self.write_segment(format::SEGMENT_CHECKPOINT, head.seq + 1, &body)?;
+            let object = seal_segment(&self.header, &self.keys.meta, format::SEGMENT_CHECKPOINT, head.seq + 1, head.hash, &body);
+            self.write_segment(format::SEGMENT_CHECKPOINT, head.seq + 1, &object)?;
             for seq in cache.journal_files()? {
                 cache.remove_journal(seq)?;
             }
@@ -347,7 +353,14 @@ impl Vault {
             let run = self.pack_range(&first.pack, first.offset, (end - first.offset) as usize).map_err(|e| (chunks[i].0, e))?;
             for (index, c) in &chunks[i..j] {
                 let at = (c.offset - first.offset) as usize;
-                self.open_chunk(file_id, *index, c, &run[at..at + c.len as usize], &mut plain).map_err(|e| (*index, e))?;
+                if let Err(e) = self.open_chunk(file_id, *index, c, &run[at..at + c.len as usize], &mut plain) {
+                    crypto::wipe(&mut plain);
+                    return Err((*index, e));
+                }
+                if plain.len() > self.header.chunk_size as usize {
+                    crypto::wipe(&mut plain);
+                    return Err((*index, VaultError::Chunk("chunk longer than the chunk size".into())));
+                }
                 visit(*index, &plain);
             }
             i = j;
@@ -428,8 +441,16 @@ impl Vault {
                     let deltas = self.head.lock().unwrap().deltas_since_checkpoint;
                     let checkpoint =
                         (deltas + 1 >= CHECKPOINT_EVERY).then(|| format::encode_records(&cat.snapshot()));
-                    let packs = cache.take_closed_packs(true)?;
-                    Some(FrozenCommit { seq, checkpoint, packs })
+                    let mut f = FrozenCommit { seq, checkpoint, packs: Vec::new(), object: None, segment_written: false };
+                    match cache.take_closed_packs(true) {
+                        Ok(packs) => f.packs = packs,
+                        Err(e) => {
+                            // The packs stay queued in the cache; the retry takes them.
+                            *frozen = Some(f);
+                            return Err(e.into());
+                        }
+                    }
+                    Some(f)
                 }
             }
         };
@@ -444,18 +465,28 @@ impl Vault {
     /// Uploads the frozen commit's packs (each leaves the list once stored, so a retry resumes)
     /// and writes its segment.
     fn finish_commit(&self, cache: &Cache, f: &mut FrozenCommit) -> Result<()> {
-        while let Some(id) = f.packs.last().copied() {
-            self.upload_pack(cache, &id)?;
-            f.packs.pop();
-        }
-        let (kind, body) = match &f.checkpoint {
-            Some(cp) => (format::SEGMENT_CHECKPOINT, cp.clone()),
-            None => {
-                let recs = self.read_journal(cache, f.seq)?;
-                (format::SEGMENT_DELTA, format::encode_records(&recs))
+        if !f.segment_written {
+            // Packs an earlier attempt could not close or hand over are still queued.
+            f.packs.extend(cache.take_closed_packs(false)?);
+            while let Some(id) = f.packs.last().copied() {
+                self.upload_pack(cache, &id)?;
+                f.packs.pop();
             }
-        };
-        self.write_segment(kind, f.seq, &body)?;
+            if f.object.is_none() {
+                let (kind, body) = match &f.checkpoint {
+                    Some(cp) => (format::SEGMENT_CHECKPOINT, cp.clone()),
+                    None => {
+                        let recs = self.read_journal(cache, f.seq)?;
+                        (format::SEGMENT_DELTA, format::encode_records(&recs))
+                    }
+                };
+                let prev = self.head.lock().unwrap().hash;
+                f.object = Some((kind, seal_segment(&self.header, &self.keys.meta, kind, f.seq, prev, &body)));
+            }
+            let (kind, object) = f.object.as_ref().expect("made above");
+            self.write_segment(*kind, f.seq, object)?;
+            f.segment_written = true;
+        }
         cache.remove_journal(f.seq)?;
         Ok(())
     }
@@ -470,14 +501,17 @@ impl Vault {
         Ok(())
     }
 
-    fn write_segment(&self, kind: u8, seq: u64, body: &[u8]) -> Result<()> {
+    /// Stores a sealed segment object (conditional create) and advances the head. Finding the
+    /// very same bytes already there (a retry after a lost acknowledgement) counts as success.
+    fn write_segment(&self, kind: u8, seq: u64, object: &[u8]) -> Result<()> {
         let mut head = self.head.lock().unwrap();
         if seq != head.seq + 1 {
             return Err(meta_err(format!("segment {seq} does not follow the head {}", head.seq)));
         }
-        let object = seal_segment(&self.header, &self.keys.meta, kind, seq, head.hash, body);
-        match self.store.put_new(&format::segment_name(seq), &object) {
+        let name = format::segment_name(seq);
+        match self.store.put_new(&name, object) {
             Ok(()) => {}
+            Err(StoreError::AlreadyExists(_)) if self.store.get(&name).is_ok_and(|o| o == object) => {}
             Err(StoreError::AlreadyExists(_)) => {
                 return Err(meta_err(format!(
                     "segment {seq} was written by someone else: another writer is using this vault"
@@ -488,7 +522,7 @@ impl Vault {
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
         head.seq = seq;
-        head.hash = crypto::hash32(&object);
+        head.hash = crypto::hash32(object);
         if kind == format::SEGMENT_CHECKPOINT {
             head.deltas_since_checkpoint = 0;
             drop(head);
@@ -509,7 +543,7 @@ impl Vault {
         } else {
             head.deltas_since_checkpoint += 1;
         }
-        log::debug!("committed metadata segment {seq} ({} bytes)", body.len());
+        log::debug!("committed metadata segment {seq} ({} bytes)", object.len());
         Ok(())
     }
 
