@@ -18,7 +18,8 @@ use crate::keys::{KeySource, KeyTransform};
     long_about = "pgcryptfs mounts an encrypted vault so that unmodified tools (pg_basebackup, cp, tar, rsync) \
                   can write backups into it. Every chunk is sealed with XChaCha20-Poly1305 before it touches a \
                   disk; only ciphertext reaches the cache and the store.\n\n\
-                  STORE is a local directory path or file:///path."
+                  STORE is a local directory path, file:///path, s3://bucket/prefix, gs://bucket/prefix \
+                  or az://container/prefix."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,12 +65,25 @@ impl KeyArgs {
     }
 }
 
+/// Options of the store named by STORE (object stores only; never credentials).
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// Store option KEY=VALUE, repeatable: endpoint=URL, region=NAME, allow_http=true (for a
+    /// loopback test server), path_style=true (S3-compatible servers), credentials_file=FILE
+    /// (KEY=VALUE lines with the cloud's standard variables, e.g. AWS_ACCESS_KEY_ID).
+    #[arg(long = "store-opt", value_name = "KEY=VALUE", value_parser = crate::store::parse_option)]
+    pub options: Vec<(String, String)>,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Create a new vault in an empty STORE.
     Init {
-        /// Local directory (or file:///path) to hold the vault; must be empty or absent.
+        /// Where the vault lives: a local directory (or file:///path), s3://bucket/prefix,
+        /// gs://bucket/prefix or az://container/prefix; must be empty or absent.
         store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
         #[command(flatten)]
         key: KeyArgs,
         /// Plaintext chunk size (power of two, 4K to 4M).
@@ -80,6 +94,8 @@ pub enum Command {
     Mount {
         store: String,
         mountpoint: PathBuf,
+        #[command(flatten)]
+        store_args: StoreArgs,
         #[command(flatten)]
         key: KeyArgs,
         /// Cache directory for staged ciphertext and the local journal
@@ -124,18 +140,19 @@ pub enum Command {
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Init { store, key, chunk_size } => {
+        Command::Init { store, store_args, key, chunk_size } => {
             let chunk_size = match u32::try_from(chunk_size).map_err(|_| "chunk size too large".to_string()).and_then(|c| {
                 format::validate_chunk_size(c).map(|_| c).map_err(|e| e.to_string())
             }) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            daemon::init(&InitConfig { store, key: key.to_config(), chunk_size })
+            daemon::init(&InitConfig { store, store_options: store_args.options, key: key.to_config(), chunk_size })
         }
         Command::Mount {
             store,
             mountpoint,
+            store_args,
             key,
             cache_dir,
             read_only,
@@ -149,6 +166,7 @@ pub fn run(cli: Cli) -> i32 {
         } => {
             return daemon::mount(MountConfig {
                 store,
+                store_options: store_args.options,
                 mountpoint,
                 key: key.to_config(),
                 cache_dir: cache_dir.unwrap_or_else(config::default_cache_dir),

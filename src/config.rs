@@ -15,6 +15,7 @@ pub struct KeyConfig {
 #[derive(Debug, Clone)]
 pub struct InitConfig {
     pub store: String,
+    pub store_options: Vec<(String, String)>,
     pub key: KeyConfig,
     pub chunk_size: u32,
 }
@@ -22,6 +23,7 @@ pub struct InitConfig {
 #[derive(Debug, Clone)]
 pub struct MountConfig {
     pub store: String,
+    pub store_options: Vec<(String, String)>,
     pub mountpoint: PathBuf,
     pub key: KeyConfig,
     pub cache_dir: PathBuf,

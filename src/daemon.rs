@@ -24,7 +24,7 @@ use crate::vault::{self, OpenOptions, Vault};
 /// Creates a vault (the `init` command).
 pub fn init(cfg: &InitConfig) -> Result<String, String> {
     let key = keys::load_user_key(&cfg.key.source, cfg.key.transform).map_err(|e| e.to_string())?;
-    let store = store::open_store(&cfg.store)?;
+    let store = store::open_store(&cfg.store, &cfg.store_options)?;
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let header = vault::init(store.as_ref(), &key, cfg.chunk_size, uid, gid).map_err(|e| e.to_string())?;
@@ -294,7 +294,7 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
 /// Opens the vault, binds the control socket and mounts.
 fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
     let key = load_key(&cfg.key)?;
-    let store = store::open_store(&cfg.store)?;
+    let store = store::open_store(&cfg.store, &cfg.store_options)?;
     let opts = OpenOptions { read_only: cfg.read_only, cache_root: Some(&cfg.cache_dir), pack_target: cfg.pack_size };
     let vault = Vault::open(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);

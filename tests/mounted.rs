@@ -483,3 +483,31 @@ fn failed_drain_exits_nonzero_and_loses_nothing() {
     let _m = v.mount_ro_fresh_cache();
     assert!(fs::read(v.path("precious")).unwrap() == data);
 }
+
+/// The store contract, on a real S3 endpoint (s3s-fs on 127.0.0.1), and on a real cloud bucket
+/// when PGCRYPTFS_TEST_STORE_URL (e.g. s3://bucket/prefix, gs://..., az://...) and that cloud's
+/// credential variables are set.
+#[test]
+#[serial]
+fn store_conformance_on_s3_and_clouds() {
+    let s3 = common::s3::S3Server::start();
+    for (k, v) in common::s3::S3Server::env() {
+        // SAFETY: serial test; no other thread reads the environment while this runs.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let opts: Vec<(String, String)> = s3
+        .store_args("conformance")
+        .1
+        .chunks(2)
+        .map(|kv| pgcryptfs::store::parse_option(&kv[1]).unwrap())
+        .collect();
+    let store = pgcryptfs::store::open_store("s3://backups/conformance", &opts).unwrap();
+    pgcryptfs::store::conformance::run(store.as_ref()).unwrap();
+    if let Ok(url) = std::env::var("PGCRYPTFS_TEST_STORE_URL") {
+        let url = format!("{}/conformance-{}", url.trim_end_matches('/'), std::process::id());
+        let cloud = pgcryptfs::store::open_store(&url, &[]).unwrap();
+        pgcryptfs::store::conformance::run(cloud.as_ref()).unwrap();
+    } else {
+        eprintln!("PGCRYPTFS_TEST_STORE_URL is not set: conformance ran on the local S3 endpoint only");
+    }
+}

@@ -2,6 +2,8 @@
 //! teardown that always unmounts (also when a test panics).
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -31,7 +33,13 @@ pub fn is_mounted(p: &Path) -> bool {
 /// One vault, its key, a mount point, and the cache/log locations the mount uses.
 pub struct Vault {
     pub dir: tempfile::TempDir,
+    /// Where the vault's objects are, as files (the local store, or the S3 server's disk).
     pub store: PathBuf,
+    /// The STORE argument and the store options that go with it.
+    pub url: String,
+    pub store_opts: Vec<String>,
+    /// Environment for pgcryptfs commands (credentials).
+    pub env: Vec<(String, String)>,
     pub key: PathBuf,
     pub mnt: PathBuf,
     pub cache: PathBuf,
@@ -45,17 +53,53 @@ impl Vault {
     }
 
     pub fn with_init_args(extra: &[&str]) -> Self {
+        Self::create(None, extra)
+    }
+
+    /// A vault in a bucket of the test S3 server.
+    pub fn on_s3(server: &s3::S3Server, prefix: &str) -> Self {
+        Self::create(Some((server, prefix)), &[])
+    }
+
+    fn create(s3: Option<(&s3::S3Server, &str)>, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("pgcfs-test").tempdir_in("/var/tmp").unwrap();
-        let store = dir.path().join("store");
         let key = dir.path().join("key");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let mut k = [0u8; 32];
         getrandom(&mut k);
         std::fs::write(&key, k.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
-        let v = Vault { cache: dir.path().join("cache"), log: dir.path().join("daemon.log"), dir, store, key, mnt };
-        must(Command::new(BIN).arg("init").arg(&v.store).args(v.key_args()).args(extra));
+        let (store, url, store_opts, env) = match s3 {
+            None => {
+                let store = dir.path().join("store");
+                let url = store.to_string_lossy().into_owned();
+                (store, url, Vec::new(), Vec::new())
+            }
+            Some((server, prefix)) => {
+                let (url, opts) = server.store_args(prefix);
+                (server.objects(prefix), url, opts, s3::S3Server::env())
+            }
+        };
+        let v = Vault {
+            cache: dir.path().join("cache"),
+            log: dir.path().join("daemon.log"),
+            dir,
+            store,
+            url,
+            store_opts,
+            env,
+            key,
+            mnt,
+        };
+        must(v.cmd("init").arg(&v.url).args(&v.store_opts).args(v.key_args()).args(extra));
         v
+    }
+
+    /// A pgcryptfs command with this vault's environment.
+    pub fn cmd(&self, sub: &str) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg(sub).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
     }
 
     pub fn key_args(&self) -> Vec<String> {
@@ -64,8 +108,8 @@ impl Vault {
 
     /// `pgcryptfs mount` with the vault's key, cache and log, plus `extra`.
     pub fn mount_cmd(&self, extra: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("mount").arg(&self.store).arg(&self.mnt).args(self.key_args());
+        let mut c = self.cmd("mount");
+        c.arg(&self.url).arg(&self.mnt).args(&self.store_opts).args(self.key_args());
         c.arg("--cache-dir").arg(&self.cache).arg("--log-file").arg(&self.log).args(extra);
         c
     }

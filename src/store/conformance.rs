@@ -1,0 +1,55 @@
+//! The contract every store must meet, as one suite run against each backend (local and
+//! in-memory in unit tests, S3 through s3s-fs in the mounted tests, real clouds when their
+//! credentials are set). It needs an empty store and leaves it empty.
+
+use super::{Store, StoreError};
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+/// Runs the suite; the error says which expectation failed.
+pub fn run(s: &dyn Store) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    check!(s.is_empty().map_err(e)?, "store must start empty");
+    check!(matches!(s.get("packs/a"), Err(StoreError::NotFound(_))), "get of a missing object must be NotFound");
+    s.put("packs/a", b"hello world").map_err(e)?;
+    check!(!s.is_empty().map_err(e)?, "store with an object is not empty");
+    check!(s.get("packs/a").map_err(e)? == b"hello world", "get returns what put stored");
+    check!(s.get_range("packs/a", 6, 5).map_err(e)? == b"world", "get_range returns the range");
+    check!(
+        matches!(s.get_range("packs/a", 6, 6), Err(StoreError::ShortObject { .. })),
+        "a range past the end must be ShortObject"
+    );
+    check!(matches!(s.get_range("packs/zz", 0, 1), Err(StoreError::NotFound(_))), "range of a missing object");
+    s.put("packs/a", b"replaced").map_err(e)?;
+    check!(s.get("packs/a").map_err(e)? == b"replaced", "put replaces");
+    s.put_new("meta/1", b"one").map_err(e)?;
+    check!(
+        matches!(s.put_new("meta/1", b"two"), Err(StoreError::AlreadyExists(_))),
+        "conditional create of an existing object must be AlreadyExists"
+    );
+    check!(s.get("meta/1").map_err(e)? == b"one", "a refused conditional create changes nothing");
+    s.put("top", b"t").map_err(e)?;
+    check!(s.list("packs/").map_err(e)? == vec![("packs/a".to_string(), 8)], "list by prefix with sizes");
+    check!(s.list("meta/").map_err(e)? == vec![("meta/1".to_string(), 3)], "list another prefix");
+    check!(s.list("nothing/").map_err(e)?.is_empty(), "list of an empty prefix");
+    let tmp = std::env::temp_dir().join(format!("pgcfs-conformance-{}", std::process::id()));
+    std::fs::write(&tmp, b"file body").map_err(|x| x.to_string())?;
+    s.put_file("packs/f", &tmp).map_err(e)?;
+    check!(s.get("packs/f").map_err(e)? == b"file body", "put_file uploads the file");
+    s.put_moving("packs/g", &tmp).map_err(e)?;
+    check!(s.get("packs/g").map_err(e)? == b"file body", "put_moving uploads the file");
+    check!(!tmp.exists(), "put_moving removes the local file");
+    for k in ["packs/a", "packs/f", "packs/g", "meta/1", "top"] {
+        s.delete(k).map_err(e)?;
+    }
+    s.delete("packs/a").map_err(e)?;
+    check!(matches!(s.get("packs/a"), Err(StoreError::NotFound(_))), "deleted objects are gone");
+    check!(s.list("packs/").map_err(e)?.is_empty(), "deleted objects are not listed");
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The object-store seam: a small trait, opening a store by URL, and an in-memory store for
+//! tests; the local-directory store and the object_store-backed one (S3, GCS, Azure) live in
+//! the submodules. Keys are '/'-separated relative names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub mod conformance;
+mod local;
+mod remote;
+
+pub use local::LocalStore;
+pub use remote::RemoteStore;
+
+#[derive(Debug)]
+pub enum StoreError {
+    NotFound(String),
+    /// A conditional create found the object already there.
+    AlreadyExists(String),
+    Io { key: String, source: io::Error },
+    /// A ranged read asked for bytes past the end of the object.
+    ShortObject { key: String, want: u64, have: u64 },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotFound(k) => write!(f, "object {k} does not exist"),
+            StoreError::AlreadyExists(k) => write!(f, "object {k} already exists"),
+            StoreError::Io { key, source } => write!(f, "store I/O error on {key}: {source}"),
+            StoreError::ShortObject { key, want, have } => {
+                write!(f, "object {key} is {have} bytes, a read needed {want}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What pgcryptfs needs from an object store. Every put is atomic: readers see the whole
+/// object or nothing.
+pub trait Store: Send + Sync {
+    /// A human-readable location for messages.
+    fn describe(&self) -> String;
+    /// Creates or replaces `key`.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Creates `key` only if it does not exist (conditional create).
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Uploads a local file as `key`.
+    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        let data = fs::read(path).map_err(|source| StoreError::Io { key: key.to_string(), source })?;
+        self.put(key, &data)
+    }
+    /// Stores a local file as `key` and removes the local file: for a local store on the same
+    /// file system this is a rename, elsewhere an upload.
+    fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
+        self.put_file(key, path)?;
+        fs::remove_file(path).map_err(|source| StoreError::Io { key: key.to_string(), source })
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Names and sizes of all objects whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    /// Deletes `key`; deleting a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+    /// True if the store holds no object at all (init refuses anything else).
+    fn is_empty(&self) -> Result<bool>;
+    /// Bytes free for new data, if the store knows.
+    fn free_bytes(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// Opens the store named by a STORE argument: a plain path, `file:///path`, `s3://bucket/prefix`,
+/// `gs://bucket/prefix` or `az://container/prefix`, with `options` (see `remote::OPTION_NAMES`).
+pub fn open_store(url: &str, options: &[(String, String)]) -> std::result::Result<Box<dyn Store>, String> {
+    let local = |path: &str| -> std::result::Result<Box<dyn Store>, String> {
+        if let Some((k, _)) = options.first() {
+            return Err(format!("store option {k} does not apply to a local directory store"));
+        }
+        Ok(Box::new(LocalStore::new(PathBuf::from(path))))
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!("{url}: a file:// URL needs an absolute path (file:///path)"));
+        }
+        return local(path);
+    }
+    if url.contains("://") {
+        return Ok(Box::new(RemoteStore::open(url, options)?));
+    }
+    local(url)
+}
+
+/// Parses a `KEY=VALUE` store option.
+pub fn parse_option(s: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("store option {s:?} is not KEY=VALUE"))?;
+    let k = k.trim().to_ascii_lowercase();
+    if !remote::OPTION_NAMES.contains(&k.as_str()) {
+        return Err(format!("unknown store option {k:?} (known: {}); credentials go in the environment or credentials_file", remote::OPTION_NAMES.join(", ")));
+    }
+    Ok((k, v.trim().to_string()))
+}
+
+/// An in-memory store, for tests of the layers above the seam.
+#[derive(Default)]
+pub struct MemStore {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemStore {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.objects.lock().unwrap().insert(key.to_string(), data.to_vec());
+        Ok(())
+    }
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
+        let mut o = self.objects.lock().unwrap();
+        if o.contains_key(key) {
+            return Err(StoreError::AlreadyExists(key.to_string()));
+        }
+        o.insert(key.to_string(), data.to_vec());
+        Ok(())
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.objects.lock().unwrap().get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let o = self.objects.lock().unwrap();
+        let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let end = offset as usize + len;
+        if end > v.len() {
+            return Err(StoreError::ShortObject { key: key.to_string(), want: end as u64, have: v.len() as u64 });
+        }
+        Ok(v[offset as usize..end].to_vec())
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let o = self.objects.lock().unwrap();
+        Ok(o.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .collect())
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.objects.lock().unwrap().is_empty())
+    }
+}
+
+/// Reads a whole local file (used for cache files, which are small or streamed elsewhere).
+pub fn read_file_range(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_store_conforms() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path().join("store"));
+        conformance::run(&s).unwrap();
+        assert!(s.free_bytes().is_some());
+    }
+
+    #[test]
+    fn mem_store_conforms() {
+        conformance::run(&MemStore::new()).unwrap();
+    }
+
+    #[test]
+    fn urls() {
+        assert!(open_store("/tmp/x", &[]).is_ok());
+        assert!(open_store("file:///tmp/x", &[]).is_ok());
+        assert!(open_store("file://rel", &[]).err().unwrap().contains("absolute"));
+        assert!(open_store("ftp://b/p", &[]).err().unwrap().contains("unknown store scheme"));
+        assert!(open_store("s3:///p", &[]).err().unwrap().contains("no bucket"));
+        let opt = vec![("region".to_string(), "x".to_string())];
+        assert!(open_store("/tmp/x", &opt).err().unwrap().contains("does not apply"));
+        assert_eq!(parse_option("Endpoint=http://h:1"), Ok(("endpoint".into(), "http://h:1".into())));
+        assert!(parse_option("secret_access_key=abc").unwrap_err().contains("unknown store option"));
+        assert!(parse_option("novalue").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Object stores through the `object_store` crate: S3 and S3-compatible servers, Google Cloud
+//! Storage, Azure Blob Storage. One tokio runtime lives here, behind the synchronous seam.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::{Result, Store, StoreError};
+
+/// Store options a command line may carry: none of them is a secret.
+pub const OPTION_NAMES: &[&str] = &["endpoint", "region", "allow_http", "path_style", "credentials_file"];
+
+/// A bucket (and prefix) in an object store.
+pub struct RemoteStore {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    describe: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn store_err(key: &str, e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
+        object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists(key.to_string()),
+        other => StoreError::Io { key: key.to_string(), source: std::io::Error::other(other.to_string()) },
+    }
+}
+
+/// Reads `KEY=VALUE` lines (blank lines and `#` comments allowed) of a credentials file.
+fn read_credentials(path: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read credentials file {path}: {e}"))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("credentials file {path}, line {}: expected KEY=VALUE", n + 1))?;
+        out.push((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()));
+    }
+    Ok(out)
+}
+
+impl RemoteStore {
+    /// Opens `scheme://bucket/prefix`. Credentials come from the cloud's standard environment
+    /// variables, or from `credentials_file=` (the same variables, one `KEY=VALUE` a line).
+    pub fn open(url: &str, options: &[(String, String)]) -> std::result::Result<Self, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url}: not a URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url}: the URL names no bucket or container"));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in options {
+            match k.as_str() {
+                "credentials_file" => pairs.extend(read_credentials(v)?),
+                "path_style" => pairs.push(("virtual_hosted_style_request".into(), (v != "true").to_string())),
+                k if OPTION_NAMES.contains(&k) => pairs.push((k.to_string(), v.clone())),
+                other => return Err(format!("unknown store option {other:?} (known: {})", OPTION_NAMES.join(", "))),
+            }
+        }
+        let bad = |k: &str| format!("{url}: option {k} does not apply to {scheme}:// stores");
+        let inner: Arc<dyn ObjectStore> = match scheme {
+            "s3" => {
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (k, v) in &pairs {
+                    let key = match k.as_str() {
+                        "endpoint" => AmazonS3ConfigKey::Endpoint,
+                        "region" => AmazonS3ConfigKey::Region,
+                        "allow_http" => AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                        other => other.parse().map_err(|_| bad(other))?,
+                    };
+                    b = b.with_config(key, v.clone());
+                }
+                Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?)
+            }
+            "gs" => {
+                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                for (k, v) in &pairs {
+                    let key: GoogleConfigKey = match k.as_str() {
+                        "allow_http" => {
+                            b = b.with_client_options(object_store::ClientOptions::new().with_allow_http(v == "true"));
+                            continue;
+                        }
+                        other => other.parse().map_err(|_| bad(other))?,
+                    };
+                    b = b.with_config(key, v.clone());
+                }
+                Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?)
+            }
+            "az" | "azure" => {
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+                for (k, v) in &pairs {
+                    let key: AzureConfigKey = match k.as_str() {
+                        "endpoint" => AzureConfigKey::Endpoint,
+                        "allow_http" => AzureConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                        other => other.parse().map_err(|_| bad(other))?,
+                    };
+                    b = b.with_config(key, v.clone());
+                }
+                Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?)
+            }
+            other => return Err(format!("{url}: unknown store scheme {other}:// (use s3://, gs://, az:// or a path)")),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store-io")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the store I/O runtime: {e}"))?;
+        Ok(Self { inner, prefix, describe: url.to_string(), rt })
+    }
+
+    fn path(&self, key: &str) -> ObjPath {
+        if self.prefix.is_empty() { ObjPath::from(key) } else { ObjPath::from(format!("{}/{key}", self.prefix)) }
+    }
+
+    fn key_of(&self, p: &ObjPath) -> String {
+        let s = p.as_ref();
+        if self.prefix.is_empty() { s.to_string() } else { s.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(s).to_string() }
+    }
+
+    fn put_mode(&self, key: &str, data: PutPayload, mode: PutMode) -> Result<()> {
+        let opts = PutOptions { mode, ..Default::default() };
+        self.rt.block_on(self.inner.put_opts(&self.path(key), data, opts)).map(|_| ()).map_err(|e| store_err(key, e))
+    }
+}
+
+impl Store for RemoteStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Overwrite)
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Create)
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        let data = std::fs::read(path).map_err(|source| StoreError::Io { key: key.to_string(), source })?;
+        self.put_mode(key, PutPayload::from(data), PutMode::Overwrite)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        self.rt
+            .block_on(async { self.inner.get(&p).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|e| store_err(key, e))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        let end = offset + len as u64;
+        let bytes = self.rt.block_on(self.inner.get_range(&p, offset..end)).map_err(|e| match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
+            other => {
+                // A range past the end is the store telling us the object is too short.
+                let msg = other.to_string();
+                if msg.contains("416") || msg.to_ascii_lowercase().contains("range") {
+                    StoreError::ShortObject { key: key.to_string(), want: end, have: 0 }
+                } else {
+                    StoreError::Io { key: key.to_string(), source: std::io::Error::other(msg) }
+                }
+            }
+        })?;
+        if bytes.len() != len {
+            return Err(StoreError::ShortObject { key: key.to_string(), want: end, have: offset + bytes.len() as u64 });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let dir = prefix.trim_end_matches('/');
+        let p = self.path(dir);
+        let metas: Vec<object_store::ObjectMeta> =
+            self.rt.block_on(self.inner.list(Some(&p)).try_collect()).map_err(|e| store_err(prefix, e))?;
+        let mut out: Vec<(String, u64)> = metas
+            .iter()
+            .map(|m| (self.key_of(&m.location), m.size))
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        match self.rt.block_on(self.inner.delete(&self.path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(key, e)),
+        }
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        let p = if self.prefix.is_empty() { None } else { Some(ObjPath::from(self.prefix.as_str())) };
+        let first = self.rt.block_on(async { self.inner.list(p.as_ref()).try_next().await });
+        first.map(|o| o.is_none()).map_err(|e| store_err("", e))
+    }
+}
