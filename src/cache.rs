@@ -219,6 +219,20 @@ impl Cache {
         Ok(out)
     }
 
+    /// The writer lease this cache held last, if any.
+    pub fn lease_id(&self) -> Option<Id> {
+        fs::read_to_string(self.dir.join("lease")).ok().and_then(|s| format::parse_hex_id(s.trim()))
+    }
+
+    pub fn set_lease_id(&self, id: &Id) -> Result<()> {
+        let tmp = self.dir.join("lease.tmp");
+        fs::write(&tmp, format::hex(id))
+            .and_then(|()| File::open(&tmp)?.sync_all())
+            .and_then(|()| fs::rename(&tmp, self.dir.join("lease")))
+            .map_err(io_err("recording the writer lease"))?;
+        self.sync_dir()
+    }
+
     pub fn stats(&self) -> CacheStats {
         let p = self.packer.lock().unwrap();
         let mut staged = p.active.as_ref().map_or(0, |a| a.len);

@@ -123,6 +123,10 @@ pub enum Command {
         /// FUSE worker threads.
         #[arg(long, default_value_t = config::DEFAULT_THREADS)]
         threads: usize,
+        /// Take over the writer lease of another mount once it has expired (that mount must be
+        /// gone: two writers would corrupt the vault).
+        #[arg(long)]
+        break_lease: bool,
         /// Log file of the background daemon [default: /var/log/pgcryptfs.log as root,
         /// else ~/.local/state/pgcryptfs.log].
         #[arg(long, value_name = "FILE")]
@@ -162,6 +166,7 @@ pub fn run(cli: Cli) -> i32 {
             commit_interval,
             pack_size,
             threads,
+            break_lease,
             log_file,
         } => {
             return daemon::mount(MountConfig {
@@ -178,6 +183,7 @@ pub fn run(cli: Cli) -> i32 {
                 commit_interval: Duration::from_secs(commit_interval.max(1)),
                 pack_size: pack_size.max(1 << 20),
                 log_file,
+                break_lease,
             });
         }
         Command::Umount { mountpoint } => {

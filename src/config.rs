@@ -35,6 +35,7 @@ pub struct MountConfig {
     pub commit_interval: Duration,
     pub pack_size: u64,
     pub log_file: Option<PathBuf>,
+    pub break_lease: bool,
 }
 
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;

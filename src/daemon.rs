@@ -295,7 +295,12 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
 fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
     let key = load_key(&cfg.key)?;
     let store = store::open_store(&cfg.store, &cfg.store_options)?;
-    let opts = OpenOptions { read_only: cfg.read_only, cache_root: Some(&cfg.cache_dir), pack_target: cfg.pack_size };
+    let opts = OpenOptions {
+        read_only: cfg.read_only,
+        cache_root: Some(&cfg.cache_dir),
+        pack_target: cfg.pack_size,
+        break_lease: cfg.break_lease,
+    };
     let vault = Vault::open(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
     let fs = Arc::new(Fs::new(vault));
@@ -397,16 +402,31 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
     }
 }
 
+/// Commits every `every`, and renews the writer lease every third of its lifetime.
 fn commit_loop(shared: Arc<Shared>, every: Duration) {
+    let renew_every = Duration::from_secs((crate::vault::LEASE_TTL_SECS / 3) as u64);
+    let mut next_commit = std::time::Instant::now() + every;
+    let mut next_renew = std::time::Instant::now() + renew_every;
     let mut stop = shared.stop.lock().unwrap();
     loop {
-        stop = shared.stop_cv.wait_timeout(stop, every).unwrap().0;
+        let wake = next_commit.min(next_renew).saturating_duration_since(std::time::Instant::now());
+        stop = shared.stop_cv.wait_timeout(stop, wake).unwrap().0;
         if *stop {
             return;
         }
         drop(stop);
-        if let Err(e) = shared.fs.sync_to_store() {
-            log::error!("periodic commit to the store failed (will retry): {e}");
+        let now = std::time::Instant::now();
+        if now >= next_renew {
+            if let Err(e) = shared.fs.vault().renew_lease() {
+                log::error!("renewing the writer lease failed: {e}");
+            }
+            next_renew = now + renew_every;
+        }
+        if now >= next_commit {
+            if let Err(e) = shared.fs.sync_to_store() {
+                log::error!("periodic commit to the store failed (will retry): {e}");
+            }
+            next_commit = std::time::Instant::now() + every;
         }
         stop = shared.stop.lock().unwrap();
     }
@@ -421,6 +441,10 @@ fn drain(fs: &Fs) -> Result<String, String> {
     for attempt in 0..5 {
         match fs.sync_to_store() {
             Ok(_) => {
+                // Everything is stored: the next writer may come from anywhere.
+                if let Err(e) = fs.vault().release_lease() {
+                    log::warn!("could not release the writer lease (it expires by itself): {e}");
+                }
                 use std::sync::atomic::Ordering::Relaxed;
                 let st = &fs.vault().stats;
                 return Ok(format!(

@@ -40,6 +40,7 @@ pub const DOMAIN_SLOT: u8 = 1;
 pub const DOMAIN_SEGMENT: u8 = 2;
 pub const DOMAIN_JOURNAL: u8 = 3;
 pub const DOMAIN_CHUNK: u8 = 4;
+pub const DOMAIN_LEASE: u8 = 5;
 
 /// Object names in the store.
 pub const HEADER_OBJECT: &str = "pgcryptfs.vault";

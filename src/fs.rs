@@ -675,7 +675,7 @@ mod tests {
         if !store.join(format::HEADER_OBJECT).exists() {
             vault::init(&LocalStore::new(store.to_path_buf()), &key(), chunk, 0, 0).unwrap();
         }
-        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20 };
+        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20, break_lease: false };
         Fs::new(Vault::open(Box::new(LocalStore::new(store.to_path_buf())), &key(), &opts).ok().unwrap())
     }
 
@@ -742,7 +742,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
         let hex = std::fs::read(dir.join("key.hex")).unwrap();
         let k = crate::keys::apply_transform(&hex, crate::keys::KeyTransform::Hex).ok().unwrap();
-        let opts = OpenOptions { read_only: true, cache_root: None, pack_target: 1 << 20 };
+        let opts = OpenOptions { read_only: true, cache_root: None, pack_target: 1 << 20, break_lease: false };
         let store = Box::new(LocalStore::new(dir.join("vault")));
         let fs = Fs::new(Vault::open(store, &k, &opts).ok().unwrap());
         assert_eq!(fs.vault().chunk_size(), 4096);

@@ -14,5 +14,6 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod keys;
+pub mod lease;
 pub mod store;
 pub mod vault;

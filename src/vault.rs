@@ -16,6 +16,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::crypto::{self, CryptoError, Secret32};
 use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, VaultHeader};
 use crate::keys::{self, KeyError, VaultKeys};
+use crate::lease::{Lease, LeaseError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
@@ -30,6 +31,7 @@ pub enum VaultError {
     /// A data chunk failed verification.
     Chunk(String),
     ReadOnly,
+    Lease(LeaseError),
 }
 
 impl fmt::Display for VaultError {
@@ -43,6 +45,7 @@ impl fmt::Display for VaultError {
             VaultError::Metadata(m) => write!(f, "vault metadata is damaged or was tampered with: {m}"),
             VaultError::Chunk(m) => write!(f, "{m}"),
             VaultError::ReadOnly => write!(f, "the vault is open read-only"),
+            VaultError::Lease(e) => write!(f, "{e}"),
         }
     }
 }
@@ -101,7 +104,12 @@ pub struct OpenOptions<'a> {
     pub read_only: bool,
     pub cache_root: Option<&'a Path>,
     pub pack_target: u64,
+    /// Break an expired writer lease of another mount.
+    pub break_lease: bool,
 }
+
+/// How long a writer lease lasts without renewal; the daemon renews it every third of this.
+pub const LEASE_TTL_SECS: i64 = 60;
 
 pub struct Vault {
     pub header: VaultHeader,
@@ -111,6 +119,9 @@ pub struct Vault {
     catalog: Mutex<Catalog>,
     head: Mutex<Head>,
     commit: Mutex<Option<FrozenCommit>>,
+    lease: Mutex<Option<Lease>>,
+    /// Set when a renewal found the lease taken: no further commits (no split brain).
+    lease_lost: std::sync::atomic::AtomicBool,
     pub stats: VaultStats,
 }
 
@@ -195,11 +206,32 @@ impl Vault {
     pub fn open(store: Box<dyn Store>, user_key: &Secret32, opts: &OpenOptions) -> Result<Self> {
         let header = read_header(store.as_ref())?;
         let keys = unlock(store.as_ref(), &header, user_key)?;
-        let (catalog, head) = load_metadata(store.as_ref(), &header, &keys)?;
         let cache = match (opts.read_only, opts.cache_root) {
             (false, Some(root)) => Some(Cache::open(root, &header.vault_id, opts.pack_target)?),
             (false, None) => return Err(VaultError::NotAVault("a writable mount needs a cache directory".into())),
             (true, _) => None,
+        };
+        // A writer takes the lease before it reads the metadata it will extend.
+        let lease = match &cache {
+            Some(c) => {
+                let l = Lease::acquire(store.as_ref(), &header, &keys.meta, LEASE_TTL_SECS, opts.break_lease, c.lease_id())
+                    .map_err(VaultError::Lease)?;
+                c.set_lease_id(&l.id())?;
+                Some(l)
+            }
+            None => None,
+        };
+        let give_back = |lease: &Option<Lease>| {
+            if let Some(l) = lease {
+                let _ = l.release(store.as_ref(), &header, &keys.meta);
+            }
+        };
+        let (catalog, head) = match load_metadata(store.as_ref(), &header, &keys) {
+            Ok(x) => x,
+            Err(e) => {
+                give_back(&lease);
+                return Err(e);
+            }
         };
         let vault = Vault {
             header,
@@ -209,9 +241,12 @@ impl Vault {
             catalog: Mutex::new(catalog),
             head: Mutex::new(head),
             commit: Mutex::new(None),
+            lease: Mutex::new(lease),
+            lease_lost: std::sync::atomic::AtomicBool::new(false),
             stats: VaultStats::default(),
         };
         if vault.cache.is_some() {
+            // A failed recovery keeps the lease: this cache holds data the store lacks.
             vault.recover()?;
         } else {
             vault.catalog.lock().unwrap().take_pending();
@@ -424,6 +459,11 @@ impl Vault {
     /// written.
     pub fn commit(&self) -> Result<bool> {
         let Some(cache) = &self.cache else { return Ok(false) };
+        if self.lease_lost.load(Ordering::SeqCst) {
+            return Err(VaultError::Lease(LeaseError::Lost(
+                "another mount took this vault's writer lease; commits stop, the data stays in the cache".into(),
+            )));
+        }
         let mut frozen = self.commit.lock().unwrap();
         if let Some(f) = frozen.as_mut() {
             self.finish_commit(cache, f)?;
@@ -547,6 +587,28 @@ impl Vault {
         Ok(())
     }
 
+    /// Renews the writer lease; on loss, further commits are refused.
+    pub fn renew_lease(&self) -> Result<()> {
+        let mut g = self.lease.lock().unwrap();
+        let Some(l) = g.as_mut() else { return Ok(()) };
+        match l.renew(self.store.as_ref(), &self.header, &self.keys.meta) {
+            Err(LeaseError::Lost(m)) => {
+                self.lease_lost.store(true, Ordering::SeqCst);
+                Err(VaultError::Lease(LeaseError::Lost(m)))
+            }
+            r => r.map_err(VaultError::Lease),
+        }
+    }
+
+    /// Gives the lease back (after everything is in the store).
+    pub fn release_lease(&self) -> Result<()> {
+        let mut g = self.lease.lock().unwrap();
+        if let Some(l) = g.take() {
+            l.release(self.store.as_ref(), &self.header, &self.keys.meta).map_err(VaultError::Lease)?;
+        }
+        Ok(())
+    }
+
     /// Staged and uncommitted work, for sync progress.
     pub fn backlog(&self) -> (u64, usize) {
         match &self.cache {
@@ -666,7 +728,7 @@ mod tests {
     }
 
     fn ro(mem: &Arc<MemStore>) -> Result<Vault> {
-        Vault::open(Box::new(Shared(mem.clone())), &key(), &OpenOptions { read_only: true, cache_root: None, pack_target: 1 })
+        Vault::open(Box::new(Shared(mem.clone())), &key(), &OpenOptions { read_only: true, cache_root: None, pack_target: 1, break_lease: false })
     }
 
     fn key() -> Secret32 {
@@ -677,7 +739,7 @@ mod tests {
         Vault::open(
             Box::new(Shared(mem.clone())),
             &key(),
-            &OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20 },
+            &OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20, break_lease: false },
         )
     }
 
@@ -713,7 +775,7 @@ mod tests {
         let wrong = err_of(Vault::open(
             Box::new(Shared(mem.clone())),
             &Secret32::from_bytes([6; 32]),
-            &OpenOptions { read_only: true, cache_root: None, pack_target: 1 },
+            &OpenOptions { read_only: true, cache_root: None, pack_target: 1, break_lease: false },
         ));
         assert!(matches!(wrong, VaultError::Key(KeyError::WrongKey)), "{wrong}");
         let empty = Arc::new(MemStore::new());
@@ -731,6 +793,7 @@ mod tests {
         assert!(!v.commit().unwrap());
         write_file(&v, b"b", b"beta");
         assert!(v.commit().unwrap());
+        v.release_lease().unwrap();
         drop(v);
         let c2 = tempfile::tempdir().unwrap();
         let v = open(&mem, c2.path()).unwrap();
@@ -749,6 +812,7 @@ mod tests {
             write_file(&v, format!("f{i}").as_bytes(), &i.to_le_bytes());
             v.commit().unwrap();
         }
+        v.release_lease().unwrap();
         drop(v);
         let segs = mem.list("meta/").unwrap().len();
         assert!(segs <= CHECKPOINT_EVERY as usize, "{segs} segments");
@@ -774,6 +838,7 @@ mod tests {
         let v = open(&mem, c1.path()).unwrap();
         assert_eq!(read_file(&v, b"synced").unwrap(), b"durable");
         assert!(v.catalog().lookup(crate::catalog::ROOT, b"unsynced").is_err());
+        v.release_lease().unwrap();
         drop(v);
         // Recovery committed to the store: an empty cache sees it too.
         let c2 = tempfile::tempdir().unwrap();

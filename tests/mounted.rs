@@ -511,3 +511,53 @@ fn store_conformance_on_s3_and_clouds() {
         eprintln!("PGCRYPTFS_TEST_STORE_URL is not set: conformance ran on the local S3 endpoint only");
     }
 }
+
+/// One writer per vault: a second writable mount (other cache, other mount point) is refused
+/// with a message naming the holder; read-only mounts may join; after a crash only the same
+/// cache resumes the still-valid lease (`--break-lease` waits for expiry, tested in `lease`).
+#[test]
+#[serial]
+fn second_writer_is_refused_and_the_same_cache_resumes() {
+    let v = Vault::new();
+    let mnt2 = v.dir.path().join("mnt2");
+    let mnt3 = v.dir.path().join("mnt3");
+    fs::create_dir(&mnt2).unwrap();
+    fs::create_dir(&mnt3).unwrap();
+    let other = |mnt: &Path, extra: &[&str]| {
+        let mut c = v.cmd("mount");
+        c.arg(&v.url).arg(mnt).args(&v.store_opts).args(v.key_args());
+        c.arg("--cache-dir").arg(v.dir.path().join("cache2")).arg("--log-file").arg(v.dir.path().join("log2")).args(extra);
+        run(&mut c)
+    };
+    let m = v.mount(&[]);
+    let mut f = File::create(v.path("f")).unwrap();
+    f.write_all(b"written by the first writer").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let o = other(&mnt2, &[]);
+    assert!(!o.status.success());
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        stderr(&o).contains("in use by a writable mount on") && stderr(&o).contains(host.trim()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&mnt2));
+    // A reader alongside the writer.
+    let o = other(&mnt3, &["--read-only"]);
+    assert!(o.status.success(), "read-only mount alongside a writer: {}", stderr(&o));
+    must(Command::new(BIN).arg("umount").arg(&mnt3));
+    // Crash: the lease stays valid, so another cache may not take it, even with --break-lease.
+    m.kill9();
+    let o = other(&mnt2, &["--break-lease"]);
+    assert!(!o.status.success() && stderr(&o).contains("in use"), "{}", stderr(&o));
+    // The crashed writer's own cache resumes at once and recovers.
+    let m = v.mount(&[]);
+    assert!(v.log_text().contains("resuming this cache's writer lease"), "{}", v.log_text());
+    assert_eq!(fs::read(v.path("f")).unwrap(), b"written by the first writer");
+    m.umount();
+    // Released on a clean unmount: now the other cache may write.
+    let o = other(&mnt2, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    must(Command::new(BIN).arg("umount").arg(&mnt2));
+}

@@ -1,0 +1,253 @@
+//! The writer lease: one writable mount per vault, anywhere. A `lock` object made with a
+//! conditional create names its holder (sealed, so the store learns no host names) and an
+//! expiry; the holder renews it, a second writer is refused, and an expired lease is broken
+//! only on request.
+
+use std::fmt;
+
+use crate::crypto::{self, Secret32};
+use crate::format::{self, Dec, Enc, Id, VaultHeader};
+use crate::store::{Store, StoreError};
+
+pub const LEASE_OBJECT: &str = "lock";
+const LEASE_MAGIC: &[u8; 8] = b"PGCFSLCK";
+
+#[derive(Debug)]
+pub enum LeaseError {
+    /// Another writable mount holds a valid lease.
+    Held(Holder),
+    /// The lease expired but was not broken (`--break-lease`).
+    Expired(Holder),
+    /// While renewing, the lease turned out to belong to someone else.
+    Lost(String),
+    Unreadable(String),
+    Store(StoreError),
+}
+
+impl fmt::Display for LeaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaseError::Held(h) => write!(
+                f,
+                "the vault is in use by a writable mount on {} (pid {}, since {}, lease valid for {} more seconds); \
+                 read-only mounts are allowed alongside",
+                h.host,
+                h.pid,
+                h.started,
+                h.expires - now()
+            ),
+            LeaseError::Expired(h) => write!(
+                f,
+                "the vault's writer lease (held by {} pid {}) expired {} seconds ago; if that mount is gone, \
+                 mount again with --break-lease",
+                h.host,
+                h.pid,
+                now() - h.expires
+            ),
+            LeaseError::Lost(m) => write!(f, "the writer lease was lost: {m}"),
+            LeaseError::Unreadable(m) => write!(f, "the writer lease object is unreadable: {m}"),
+            LeaseError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LeaseError {}
+
+impl From<StoreError> for LeaseError {
+    fn from(e: StoreError) -> Self {
+        LeaseError::Store(e)
+    }
+}
+
+/// Who holds the lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub mount_id: Id,
+    pub host: String,
+    pub pid: u32,
+    pub started: i64,
+    pub expires: i64,
+}
+
+fn now() -> i64 {
+    format::Time::now().secs
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "?".into())
+}
+
+fn aad(header: &VaultHeader) -> Vec<u8> {
+    let mut v = vec![format::DOMAIN_LEASE];
+    v.extend_from_slice(&header.encode());
+    v
+}
+
+fn seal(header: &VaultHeader, key: &Secret32, h: &Holder) -> Vec<u8> {
+    let mut body = Enc::new();
+    body.raw(&h.mount_id).u32(h.pid).i64(h.started).i64(h.expires).bytes16(h.host.as_bytes());
+    let mut out = Enc::new();
+    out.raw(LEASE_MAGIC).u16(format::FORMAT_VERSION);
+    crypto::seal_into(key, &aad(header), &body.buf, &mut out.buf);
+    out.buf
+}
+
+fn open(header: &VaultHeader, key: &Secret32, bytes: &[u8]) -> Result<Holder, LeaseError> {
+    let bad = |m: &str| LeaseError::Unreadable(m.to_string());
+    let mut d = Dec::new(bytes);
+    if d.take(8, "lease").map_err(|e| bad(&e.to_string()))? != LEASE_MAGIC {
+        return Err(bad("wrong magic"));
+    }
+    let _version = d.u16("lease").map_err(|e| bad(&e.to_string()))?;
+    let sealed = d.take(d.remaining(), "lease").map_err(|e| bad(&e.to_string()))?;
+    let plain = crypto::open(key, &aad(header), sealed).map_err(|_| bad("failed authentication"))?;
+    let mut d = Dec::new(&plain);
+    let parse = |d: &mut Dec| -> format::Result<Holder> {
+        Ok(Holder {
+            mount_id: d.array("lease")?,
+            pid: d.u32("lease")?,
+            started: d.i64("lease")?,
+            expires: d.i64("lease")?,
+            host: String::from_utf8_lossy(d.bytes16("lease")?).into_owned(),
+        })
+    };
+    parse(&mut d).map_err(|e| bad(&e.to_string()))
+}
+
+/// A lease this process holds.
+pub struct Lease {
+    me: Holder,
+    ttl: i64,
+}
+
+impl Lease {
+    /// Takes the lease, breaking an expired one only if `break_expired`.
+    /// A lease whose id is `resume` (the one this cache held last) is taken over at once:
+    /// that cache holds the state the lease protects.
+    pub fn acquire(
+        store: &dyn Store,
+        header: &VaultHeader,
+        key: &Secret32,
+        ttl_secs: i64,
+        break_expired: bool,
+        resume: Option<Id>,
+    ) -> Result<Self, LeaseError> {
+        let t = now();
+        let mut me = Holder {
+            mount_id: crypto::random_id(),
+            host: hostname(),
+            pid: std::process::id(),
+            started: t,
+            expires: t + ttl_secs,
+        };
+        for _ in 0..2 {
+            match store.put_new(LEASE_OBJECT, &seal(header, key, &me)) {
+                Ok(()) => {
+                    log::info!("took the writer lease of vault {} for {ttl_secs} s", format::hex(&header.vault_id));
+                    return Ok(Lease { me, ttl: ttl_secs });
+                }
+                Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let other = match store.get(LEASE_OBJECT) {
+                Ok(b) => open(header, key, &b)?,
+                Err(StoreError::NotFound(_)) => continue, // released meanwhile: try again
+                Err(e) => return Err(e.into()),
+            };
+            if Some(other.mount_id) == resume {
+                log::info!("resuming this cache's writer lease (held by {} pid {})", other.host, other.pid);
+                me.mount_id = other.mount_id;
+                store.put(LEASE_OBJECT, &seal(header, key, &me))?;
+                return Ok(Lease { me, ttl: ttl_secs });
+            }
+            if other.expires > now() {
+                return Err(LeaseError::Held(other));
+            }
+            if !break_expired {
+                return Err(LeaseError::Expired(other));
+            }
+            log::warn!(
+                "breaking the expired writer lease of {} pid {} (expired at {})",
+                other.host,
+                other.pid,
+                other.expires
+            );
+            store.delete(LEASE_OBJECT)?;
+        }
+        Err(LeaseError::Lost("another mount took the lease while this one broke the expired lease".into()))
+    }
+
+    /// Extends the lease; fails if someone else holds it now.
+    pub fn renew(&mut self, store: &dyn Store, header: &VaultHeader, key: &Secret32) -> Result<(), LeaseError> {
+        let current = match store.get(LEASE_OBJECT) {
+            Ok(b) => open(header, key, &b)?,
+            Err(StoreError::NotFound(_)) => return Err(LeaseError::Lost("the lock object was deleted".into())),
+            Err(e) => return Err(e.into()),
+        };
+        if current.mount_id != self.me.mount_id {
+            return Err(LeaseError::Lost(format!("it is now held by {} pid {}", current.host, current.pid)));
+        }
+        self.me.expires = now() + self.ttl;
+        store.put(LEASE_OBJECT, &seal(header, key, &self.me))?;
+        Ok(())
+    }
+
+    /// Gives the lease up (only if it is still ours).
+    pub fn release(&self, store: &dyn Store, header: &VaultHeader, key: &Secret32) -> Result<(), LeaseError> {
+        match store.get(LEASE_OBJECT) {
+            Ok(b) if open(header, key, &b).is_ok_and(|h| h.mount_id == self.me.mount_id) => {
+                store.delete(LEASE_OBJECT)?;
+                log::info!("released the writer lease");
+                Ok(())
+            }
+            Ok(_) => Err(LeaseError::Lost("someone else holds it".into())),
+            Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+
+    pub fn id(&self) -> Id {
+        self.me.mount_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    fn header() -> VaultHeader {
+        VaultHeader { vault_id: [3; 16], aead: 1, chunk_size: 65536, flags: 0 }
+    }
+
+    #[test]
+    fn one_writer_and_breaking_only_when_expired() {
+        let s = MemStore::new();
+        let k = Secret32::from_bytes([1; 32]);
+        let mut a = Lease::acquire(&s, &header(), &k, 60, false, None).ok().unwrap();
+        let held = Lease::acquire(&s, &header(), &k, 60, true, None).err().unwrap();
+        assert!(matches!(&held, LeaseError::Held(h) if h.pid == std::process::id()), "{held}");
+        assert!(held.to_string().contains("in use by a writable mount on"));
+        a.renew(&s, &header(), &k).unwrap();
+        a.release(&s, &header(), &k).unwrap();
+        // An expired lease: refused without the flag, broken with it.
+        let old = Lease::acquire(&s, &header(), &k, -5, false, None).ok().unwrap();
+        let e = Lease::acquire(&s, &header(), &k, 60, false, None).err().unwrap();
+        assert!(matches!(e, LeaseError::Expired(_)), "{e}");
+        assert!(e.to_string().contains("--break-lease"));
+        let mut b = Lease::acquire(&s, &header(), &k, 60, true, None).ok().unwrap();
+        let mut old = old;
+        assert!(matches!(old.renew(&s, &header(), &k), Err(LeaseError::Lost(_))));
+        b.renew(&s, &header(), &k).unwrap();
+        // The cache that held a lease resumes it, valid or not.
+        let resumed = Lease::acquire(&s, &header(), &k, 60, false, Some(b.id())).ok().unwrap();
+        assert_eq!(resumed.id(), b.id());
+        // A lease sealed for another vault does not read as a holder.
+        let other = VaultHeader { vault_id: [4; 16], ..header() };
+        assert!(matches!(Lease::acquire(&s, &other, &k, 60, true, None), Err(LeaseError::Unreadable(_))));
+    }
+}
