@@ -77,6 +77,8 @@ pub struct Cache {
     dir: PathBuf,
     _lock: File,
     pack_target: u64,
+    /// Bytes of sealed chunks in staging packs (not yet in the store).
+    staged: std::sync::atomic::AtomicU64,
     packer: Mutex<Packer>,
     journal: Mutex<Option<Journal>>,
 }
@@ -96,10 +98,17 @@ impl Cache {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(CacheError::Busy(dir));
         }
+        let mut staged = 0;
+        if let Ok(entries) = fs::read_dir(dir.join("staging")) {
+            for e in entries.flatten() {
+                staged += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
         Ok(Self {
             dir,
             _lock: lock,
             pack_target,
+            staged: std::sync::atomic::AtomicU64::new(staged),
             packer: Mutex::new(Packer { active: None, closed: Vec::new() }),
             journal: Mutex::new(None),
         })
@@ -145,6 +154,7 @@ impl Cache {
         }
         let at = (a.id, a.len);
         a.len += sealed.len() as u64;
+        self.staged.fetch_add(sealed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if a.len >= self.pack_target {
             Self::close_active(&mut p)?;
         }
@@ -199,7 +209,22 @@ impl Cache {
         self.staging_path(id)
     }
 
+    /// Bytes staged and not yet in the store (the dirty bound applies to this).
+    pub fn staged_bytes(&self) -> u64 {
+        self.staged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A staged pack of `bytes` reached the store.
+    pub fn unstaged(&self, bytes: u64) {
+        let _ = self.staged.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |s| {
+            Some(s.saturating_sub(bytes))
+        });
+    }
+
     pub fn remove_staging(&self, id: &Id) -> Result<()> {
+        if let Ok(m) = fs::metadata(self.staging_path(id)) {
+            self.unstaged(m.len());
+        }
         match fs::remove_file(self.staging_path(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

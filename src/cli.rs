@@ -120,6 +120,19 @@ pub enum Command {
         /// Target size of pack objects.
         #[arg(long, default_value = "16M", value_parser = config::parse_size)]
         pack_size: u64,
+        /// Pack uploads running at once.
+        #[arg(long, default_value_t = 4)]
+        upload_parallelism: usize,
+        /// Most ciphertext the cache holds that is not yet in the store; beyond it writes wait
+        /// for uploads (back-pressure), and fail with ENOSPC only after --store-timeout.
+        #[arg(long, default_value = "1G", value_parser = config::parse_size)]
+        cache_dirty_max: u64,
+        /// Seconds a write waits for room in the cache, and a commit for the store, before failing.
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        store_timeout: u64,
+        /// fsync returns only once the data is in the store, not just in the local cache.
+        #[arg(long)]
+        sync_store: bool,
         /// FUSE worker threads.
         #[arg(long, default_value_t = config::DEFAULT_THREADS)]
         threads: usize,
@@ -166,6 +179,10 @@ pub fn run(cli: Cli) -> i32 {
             commit_interval,
             pack_size,
             threads,
+            upload_parallelism,
+            cache_dirty_max,
+            store_timeout,
+            sync_store,
             break_lease,
             log_file,
         } => {
@@ -184,6 +201,10 @@ pub fn run(cli: Cli) -> i32 {
                 pack_size: pack_size.max(1 << 20),
                 log_file,
                 break_lease,
+                upload_parallelism,
+                cache_dirty_max,
+                store_timeout: Duration::from_secs(store_timeout.max(1)),
+                sync_store,
             });
         }
         Command::Umount { mountpoint } => {

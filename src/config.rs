@@ -36,11 +36,19 @@ pub struct MountConfig {
     pub pack_size: u64,
     pub log_file: Option<PathBuf>,
     pub break_lease: bool,
+    /// Pack uploads at once.
+    pub upload_parallelism: usize,
+    /// Most unstored bytes in the cache before writes wait.
+    pub cache_dirty_max: u64,
+    /// How long writes wait for room, and commits for the store, before failing.
+    pub store_timeout: Duration,
+    /// fsync returns only once the data is in the store.
+    pub sync_store: bool,
 }
 
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 pub const DEFAULT_COMMIT_SECS: u64 = 30;
-pub const DEFAULT_THREADS: usize = 4;
+pub const DEFAULT_THREADS: usize = 6;
 
 /// Parses "65536", "64K", "64KiB", "16M", "1G" (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -100,6 +108,19 @@ pub fn runtime_dir() -> PathBuf {
         Some(x) => PathBuf::from(x).join("pgcryptfs"),
         // SAFETY: getuid has no preconditions.
         None => PathBuf::from(format!("/tmp/pgcryptfs-{}", unsafe { libc::getuid() })),
+    }
+}
+
+/// Absolute, symlink-free form of a path whose last component may be a live mount: only the
+/// parent is resolved, so a busy mount (all FUSE threads waiting) never blocks the caller.
+pub fn mountpoint_path(p: &Path) -> Result<PathBuf, String> {
+    let abs = std::path::absolute(p).map_err(|e| format!("mountpoint {}: {e}", p.display()))?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = std::fs::canonicalize(parent).map_err(|e| format!("mountpoint {}: {e}", p.display()))?;
+            Ok(parent.join(name))
+        }
+        _ => Ok(abs),
     }
 }
 

@@ -244,6 +244,16 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
         answered_cv: Condvar::new(),
     });
     spawn_signal_thread(cfg.mountpoint.clone());
+    let uploaders: Vec<_> = if cfg.read_only {
+        Vec::new()
+    } else {
+        (0..cfg.upload_parallelism.max(1))
+            .map(|i| {
+                let v = shared.fs.vault_arc();
+                std::thread::Builder::new().name(format!("upload-{i}")).spawn(move || v.run_uploader()).expect("spawn")
+            })
+            .collect()
+    };
     {
         let s = shared.clone();
         std::thread::Builder::new().name("control".into()).spawn(move || control_loop(s, listener)).expect("spawn");
@@ -273,6 +283,10 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
     shared.stop_cv.notify_all();
     let _ = committer.join();
     let result = drain(&shared.fs);
+    shared.fs.vault().stop_uploads();
+    for u in uploaders {
+        let _ = u.join();
+    }
     match &result {
         Ok(m) => log::info!("unmounted: {m}"),
         Err(e) => log::error!("unmounted, but the drain to the store failed: {e}"),
@@ -300,10 +314,12 @@ fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixList
         cache_root: Some(&cfg.cache_dir),
         pack_target: cfg.pack_size,
         break_lease: cfg.break_lease,
+        dirty_max: cfg.cache_dirty_max,
+        store_timeout: cfg.store_timeout,
     };
     let vault = Vault::open(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
-    let fs = Arc::new(Fs::new(vault));
+    let fs = Arc::new(Fs::new(vault).with_sync_store(cfg.sync_store));
     let listener = bind_control(&cfg.mountpoint)?;
     let mut fcfg = Config::default();
     fcfg.mount_options = vec![
@@ -317,7 +333,7 @@ fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixList
     fcfg.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
     fcfg.n_threads = Some(cfg.threads.max(1));
     fcfg.clone_fd = true;
-    let session = fuser::Session::new(FuseFs::new(fs.clone(), cfg.writeback_cache), &cfg.mountpoint, &fcfg)
+    let session = fuser::Session::new(FuseFs::new(fs.clone(), cfg.writeback_cache, cfg.threads.max(1)), &cfg.mountpoint, &fcfg)
         .map_err(|e| {
             let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
             format!("cannot mount on {}: {e}", cfg.mountpoint.display())
@@ -355,20 +371,37 @@ fn control_loop(shared: Arc<Shared>, listener: UnixListener) {
 fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
     match cmd {
         "SYNC" => {
-            let (staged, packs) = shared.fs.vault().backlog();
-            session.progress(staged, packs);
-            let r = shared.fs.sync_to_store().map(|_| "everything written so far is in the store".to_string());
-            session.finish(r.map_err(|e| e.to_string()));
+            // Commit in a helper thread; report the backlog every half second meanwhile.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let fs = shared.fs.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(fs.sync_to_store().map(|_| "everything written so far is in the store".to_string()));
+            });
+            loop {
+                let (staged, packs) = shared.fs.vault().backlog();
+                session.progress(staged, packs);
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(r) => return session.finish(r.map_err(|e| e.to_string())),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(_) => return session.finish(Err("sync failed".into())),
+                }
+            }
         }
         "STATUS" => {
             let v = shared.fs.vault();
             let (staged, packs) = v.backlog();
+            let u = v.upload_status();
             use std::sync::atomic::Ordering::Relaxed;
             session.finish(Ok(format!(
-                "staged_bytes={staged} packs_waiting={packs} puts={} uploaded_bytes={} segments={}",
+                "staged_bytes={staged} packs_waiting={packs} uploads_queued={} uploads_in_flight={} puts={} \
+                 uploaded_bytes={} segments={} retries={} last_error={}",
+                u.queued,
+                u.in_flight,
                 v.stats.puts.load(Relaxed),
                 v.stats.uploaded_bytes.load(Relaxed),
-                v.stats.segments.load(Relaxed)
+                v.stats.segments.load(Relaxed),
+                u.retries,
+                u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
             )));
         }
         "UMOUNT" => {
@@ -510,7 +543,7 @@ fn redirect_stdio_to_null() {
 
 /// The `umount` command: ask the daemon to unmount and drain, wait for it to exit.
 pub fn umount_command(mountpoint: &Path, show_progress: bool) -> Result<String, String> {
-    let mp = crate::config::canonical_mountpoint(mountpoint)?;
+    let mp = crate::config::mountpoint_path(mountpoint)?;
     let reply = control::request(&mp, "UMOUNT", |staged, packs| {
         if show_progress {
             eprint!("\rpgcryptfs: draining to the store: {staged} bytes staged, {packs} packs queued   ");
@@ -532,16 +565,27 @@ pub fn umount_command(mountpoint: &Path, show_progress: bool) -> Result<String, 
 
 /// The `sync` command.
 pub fn sync_command(mountpoint: &Path) -> Result<String, String> {
-    let mp = crate::config::canonical_mountpoint(mountpoint)?;
+    let mp = crate::config::mountpoint_path(mountpoint)?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let start = std::time::Instant::now();
+    let mut first: Option<u64> = None;
     let reply = control::request(&mp, "SYNC", |staged, packs| {
-        eprintln!("pgcryptfs: syncing: {staged} bytes staged, {packs} packs queued");
+        let first = *first.get_or_insert(staged);
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        let rate = first.saturating_sub(staged) as f64 / secs / 1e6;
+        if tty {
+            eprint!("\rpgcryptfs: {:.1} MB left to store, {packs} packs, {rate:.1} MB/s   ", staged as f64 / 1e6);
+        }
     })?;
+    if tty {
+        eprintln!();
+    }
     if reply.ok { Ok(reply.text) } else { Err(reply.text) }
 }
 
 /// The `status` command.
 pub fn status_command(mountpoint: &Path) -> Result<String, String> {
-    let mp = crate::config::canonical_mountpoint(mountpoint)?;
+    let mp = crate::config::mountpoint_path(mountpoint)?;
     let reply = control::request(&mp, "STATUS", |_, _| {})?;
     if reply.ok { Ok(reply.text) } else { Err(reply.text) }
 }

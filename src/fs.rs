@@ -46,6 +46,7 @@ pub fn errno_of(e: &FsError) -> Errno {
         },
         FsError::Vault(v) => match v {
             VaultError::ReadOnly => libc::EROFS,
+            VaultError::CacheFull(_) => libc::ENOSPC,
             VaultError::Cache(CacheError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
                 libc::ENOSPC
             }
@@ -113,7 +114,9 @@ impl Drop for FileData {
 const MAX_DIRTY_CHUNKS: usize = 32;
 
 pub struct Fs {
-    vault: Vault,
+    vault: Arc<Vault>,
+    /// fsync waits for the store, not only the cache (`--sync-store`).
+    sync_store: bool,
     files: Mutex<HashMap<u64, Arc<Mutex<FileData>>>>,
     handles: Mutex<HashMap<u64, u64>>,
     next_fh: AtomicU64,
@@ -121,11 +124,26 @@ pub struct Fs {
 
 impl Fs {
     pub fn new(vault: Vault) -> Self {
-        Self { vault, files: Mutex::new(HashMap::new()), handles: Mutex::new(HashMap::new()), next_fh: AtomicU64::new(1) }
+        Self {
+            vault: Arc::new(vault),
+            sync_store: false,
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn with_sync_store(mut self, on: bool) -> Self {
+        self.sync_store = on;
+        self
     }
 
     pub fn vault(&self) -> &Vault {
         &self.vault
+    }
+
+    pub fn vault_arc(&self) -> Arc<Vault> {
+        self.vault.clone()
     }
 
     fn writable(&self) -> Result<()> {
@@ -314,7 +332,11 @@ impl Fs {
     /// them) are durable in the local cache when this returns.
     pub fn fsync(&self, ino: u64) -> Result<()> {
         self.seal_file(ino)?;
-        self.vault.flush_journal().map_err(|e| self.verr(e, || format!("fsync of {}", self.path(ino))))
+        self.vault.flush_journal().map_err(|e| self.verr(e, || format!("fsync of {}", self.path(ino))))?;
+        if self.sync_store {
+            self.sync_to_store().map_err(|e| self.verr(e, || format!("fsync (to the store) of {}", self.path(ino))))?;
+        }
+        Ok(())
     }
 
     /// fsync of a directory: its entries are durable in the local cache.
@@ -675,7 +697,7 @@ mod tests {
         if !store.join(format::HEADER_OBJECT).exists() {
             vault::init(&LocalStore::new(store.to_path_buf()), &key(), chunk, 0, 0).unwrap();
         }
-        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20, break_lease: false };
+        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20, ..Default::default() };
         Fs::new(Vault::open(Box::new(LocalStore::new(store.to_path_buf())), &key(), &opts).ok().unwrap())
     }
 
@@ -742,7 +764,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
         let hex = std::fs::read(dir.join("key.hex")).unwrap();
         let k = crate::keys::apply_transform(&hex, crate::keys::KeyTransform::Hex).ok().unwrap();
-        let opts = OpenOptions { read_only: true, cache_root: None, pack_target: 1 << 20, break_lease: false };
+        let opts = OpenOptions { read_only: true, ..Default::default() };
         let store = Box::new(LocalStore::new(dir.join("vault")));
         let fs = Fs::new(Vault::open(store, &k, &opts).ok().unwrap());
         assert_eq!(fs.vault().chunk_size(), 4096);

@@ -25,11 +25,13 @@ const TTL: Duration = Duration::from_secs(1);
 pub struct FuseFs {
     fs: Arc<Fs>,
     writeback_cache: bool,
+    /// FUSE worker threads (bounds the kernel's background requests).
+    threads: usize,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<Fs>, writeback_cache: bool) -> Self {
-        Self { fs, writeback_cache }
+    pub fn new(fs: Arc<Fs>, writeback_cache: bool, threads: usize) -> Self {
+        Self { fs, writeback_cache, threads }
     }
 }
 
@@ -119,6 +121,11 @@ impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
+        // Write-back requests may wait for room in the cache (store outage); keep them below the
+        // thread count so lookups, getattrs and reads always find a free thread.
+        let background = self.threads.saturating_sub(2).max(1) as u16;
+        let _ = config.set_max_background(background);
+        let _ = config.set_congestion_threshold(background.saturating_sub(1).max(1));
         let mut wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
         if self.writeback_cache && !self.fs.vault().read_only() {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;

@@ -16,4 +16,5 @@ pub mod fuse;
 pub mod keys;
 pub mod lease;
 pub mod store;
+pub mod uploads;
 pub mod vault;

@@ -18,6 +18,7 @@ use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, Vaul
 use crate::keys::{self, KeyError, VaultKeys};
 use crate::lease::{Lease, LeaseError};
 use crate::store::{Store, StoreError};
+use crate::uploads::Uploads;
 
 #[derive(Debug)]
 pub enum VaultError {
@@ -32,6 +33,8 @@ pub enum VaultError {
     Chunk(String),
     ReadOnly,
     Lease(LeaseError),
+    /// The cache stayed full of unstored data for longer than the write timeout.
+    CacheFull(String),
 }
 
 impl fmt::Display for VaultError {
@@ -46,6 +49,7 @@ impl fmt::Display for VaultError {
             VaultError::Chunk(m) => write!(f, "{m}"),
             VaultError::ReadOnly => write!(f, "the vault is open read-only"),
             VaultError::Lease(e) => write!(f, "{e}"),
+            VaultError::CacheFull(m) => write!(f, "{m}"),
         }
     }
 }
@@ -106,6 +110,23 @@ pub struct OpenOptions<'a> {
     pub pack_target: u64,
     /// Break an expired writer lease of another mount.
     pub break_lease: bool,
+    /// Most bytes staged in the cache and not yet in the store; writes wait beyond it.
+    pub dirty_max: u64,
+    /// How long a write waits for room, and a commit for its uploads, before failing.
+    pub store_timeout: std::time::Duration,
+}
+
+impl Default for OpenOptions<'_> {
+    fn default() -> Self {
+        OpenOptions {
+            read_only: true,
+            cache_root: None,
+            pack_target: 16 << 20,
+            break_lease: false,
+            dirty_max: 1 << 30,
+            store_timeout: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// How long a writer lease lasts without renewal; the daemon renews it every third of this.
@@ -122,6 +143,9 @@ pub struct Vault {
     lease: Mutex<Option<Lease>>,
     /// Set when a renewal found the lease taken: no further commits (no split brain).
     lease_lost: std::sync::atomic::AtomicBool,
+    uploads: Uploads,
+    dirty_max: u64,
+    store_timeout: std::time::Duration,
     pub stats: VaultStats,
 }
 
@@ -243,6 +267,9 @@ impl Vault {
             commit: Mutex::new(None),
             lease: Mutex::new(lease),
             lease_lost: std::sync::atomic::AtomicBool::new(false),
+            uploads: Uploads::new(),
+            dirty_max: opts.dirty_max,
+            store_timeout: opts.store_timeout,
             stats: VaultStats::default(),
         };
         if vault.cache.is_some() {
@@ -346,11 +373,41 @@ impl Vault {
     /// Seals one chunk into the active staging pack.
     pub fn seal_chunk(&self, file_id: &Id, index: u64, plain: &[u8]) -> Result<ChunkRef> {
         let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        // Back-pressure: with the cache's unstored bytes at the bound, wait for uploads.
+        if self.uploads.workers() > 0
+            && cache.staged_bytes() >= self.dirty_max
+            && !self.uploads.wait_until(self.store_timeout, || cache.staged_bytes() < self.dirty_max)
+        {
+            return Err(VaultError::CacheFull(format!(
+                "the cache holds {} unstored bytes (bound {}) and the store took none for {:?}{}",
+                cache.staged_bytes(),
+                self.dirty_max,
+                self.store_timeout,
+                self.uploads.status().last_error.map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
         let aad = format::chunk_aad(&self.header, file_id, index);
         let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
         let tag = crypto::seal_into(&self.keys.data, &aad, plain, &mut sealed);
         let (pack, offset) = cache.append_chunk(&sealed)?;
+        if self.uploads.workers() > 0 {
+            self.uploads.enqueue(cache.take_closed_packs(false)?);
+        }
         Ok(ChunkRef { pack, offset, len: sealed.len() as u32, tag })
+    }
+
+    /// Runs one upload worker until `stop_uploads` (the daemon starts several).
+    pub fn run_uploader(&self) {
+        let Some(cache) = &self.cache else { return };
+        self.uploads.work(|id| self.upload_pack(cache, id).map_err(|e| e.to_string()));
+    }
+
+    pub fn stop_uploads(&self) {
+        self.uploads.stop();
+    }
+
+    pub fn upload_status(&self) -> crate::uploads::UploadStatus {
+        self.uploads.status()
     }
 
     /// Sealed bytes of `len` bytes at `offset` of a pack: from the cache while it is staged,
@@ -490,6 +547,11 @@ impl Vault {
                             return Err(e.into());
                         }
                     }
+                    if self.uploads.workers() > 0 {
+                        // Everything closed so far, also packs already on their way.
+                        self.uploads.enqueue(f.packs.clone());
+                        f.packs = self.uploads.in_flight().into_iter().collect();
+                    }
                     Some(f)
                 }
             }
@@ -507,10 +569,21 @@ impl Vault {
     fn finish_commit(&self, cache: &Cache, f: &mut FrozenCommit) -> Result<()> {
         if !f.segment_written {
             // Packs an earlier attempt could not close or hand over are still queued.
-            f.packs.extend(cache.take_closed_packs(false)?);
-            while let Some(id) = f.packs.last().copied() {
-                self.upload_pack(cache, &id)?;
-                f.packs.pop();
+            let late = cache.take_closed_packs(false)?;
+            if self.uploads.workers() > 0 {
+                self.uploads.enqueue(late.iter().copied());
+                f.packs.extend(late);
+                let wanted = f.packs.iter().copied().collect();
+                self.uploads.wait_for(&wanted, self.store_timeout).map_err(|e| {
+                    VaultError::Store(StoreError::Io { key: "packs".into(), source: std::io::Error::other(e) })
+                })?;
+                f.packs.clear();
+            } else {
+                f.packs.extend(late);
+                while let Some(id) = f.packs.last().copied() {
+                    self.upload_pack(cache, &id)?;
+                    f.packs.pop();
+                }
             }
             if f.object.is_none() {
                 let (kind, body) = match &f.checkpoint {
@@ -531,14 +604,16 @@ impl Vault {
         Ok(())
     }
 
-    fn upload_pack(&self, cache: &Cache, id: &Id) -> Result<()> {
+    /// Stores one staged pack; returns its size.
+    fn upload_pack(&self, cache: &Cache, id: &Id) -> Result<u64> {
         let path = cache.staging_file(id);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         // The staging file leaves the cache; readers that raced with it fall back to the store.
         self.store.put_moving(&format::pack_name(id), &path)?;
+        cache.unstaged(size);
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         self.stats.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
-        Ok(())
+        Ok(size)
     }
 
     /// Stores a sealed segment object (conditional create) and advances the head. Finding the
@@ -609,13 +684,10 @@ impl Vault {
         Ok(())
     }
 
-    /// Staged and uncommitted work, for sync progress.
+    /// Bytes staged but not yet in the store, and packs not yet in the store.
     pub fn backlog(&self) -> (u64, usize) {
         match &self.cache {
-            Some(c) => {
-                let s = c.stats();
-                (s.staged_bytes, s.closed_packs)
-            }
+            Some(c) => (c.staged_bytes(), self.uploads.in_flight().len() + c.stats().closed_packs),
             None => (0, 0),
         }
     }
@@ -728,7 +800,7 @@ mod tests {
     }
 
     fn ro(mem: &Arc<MemStore>) -> Result<Vault> {
-        Vault::open(Box::new(Shared(mem.clone())), &key(), &OpenOptions { read_only: true, cache_root: None, pack_target: 1, break_lease: false })
+        Vault::open(Box::new(Shared(mem.clone())), &key(), &OpenOptions { read_only: true, ..Default::default() })
     }
 
     fn key() -> Secret32 {
@@ -739,7 +811,7 @@ mod tests {
         Vault::open(
             Box::new(Shared(mem.clone())),
             &key(),
-            &OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20, break_lease: false },
+            &OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20, ..Default::default() },
         )
     }
 
@@ -775,7 +847,7 @@ mod tests {
         let wrong = err_of(Vault::open(
             Box::new(Shared(mem.clone())),
             &Secret32::from_bytes([6; 32]),
-            &OpenOptions { read_only: true, cache_root: None, pack_target: 1, break_lease: false },
+            &OpenOptions { read_only: true, ..Default::default() },
         ));
         assert!(matches!(wrong, VaultError::Key(KeyError::WrongKey)), "{wrong}");
         let empty = Arc::new(MemStore::new());

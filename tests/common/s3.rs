@@ -11,6 +11,8 @@ pub const BUCKET: &str = "backups";
 
 pub struct S3Server {
     pub port: u16,
+    /// While set, every request gets 503 Service Unavailable (a store outage).
+    pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Where s3s-fs keeps the bucket's objects as files.
     pub root: tempfile::TempDir,
     _rt: tokio::runtime::Runtime,
@@ -27,19 +29,34 @@ impl S3Server {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
+        let outage = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let down = outage.clone();
         rt.spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { continue };
                 let _ = sock.set_nodelay(true);
-                let service = service.clone();
+                let (service, down) = (service.clone(), down.clone());
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    let unavailable = down.load(std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        if unavailable {
+                            let mut r = http::Response::new(s3s::Body::empty());
+                            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                            Ok::<_, s3s::HttpError>(r)
+                        } else {
+                            hyper::service::Service::call(&service, req).await
+                        }
+                    }
+                });
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(sock), service)
+                        .serve_connection(TokioIo::new(sock), svc)
                         .await;
                 });
             }
         });
-        S3Server { port, root, _rt: rt }
+        S3Server { port, outage, root, _rt: rt }
     }
 
     /// `s3://BUCKET/prefix` plus the store options that reach this server.
