@@ -561,3 +561,62 @@ fn second_writer_is_refused_and_the_same_cache_resumes() {
     assert!(o.status.success(), "{}", stderr(&o));
     must(Command::new(BIN).arg("umount").arg(&mnt2));
 }
+
+/// A store outage in the middle of a backup: writes land in the cache up to the dirty bound,
+/// then wait (no error, nothing dropped); uploads retry; when the store returns, everything
+/// drains and reads back from an empty cache. The writer is a child process (`dd`), so no test
+/// thread ever sits in a system call on the waiting mount.
+#[test]
+#[serial]
+fn store_outage_blocks_at_the_dirty_bound_and_drains_after() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "outage");
+    let src = v.dir.path().join("source");
+    fs::write(&src, pattern(2, 24 << 20)).unwrap();
+    let m = v.mount(&["--pack-size", "1M", "--cache-dirty-max", "6M", "--upload-parallelism", "2"]);
+    s3.outage.store(true, SeqCst);
+    let mut dd = Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", v.path("during").display()))
+        .args(["bs=1M", "conv=fsync", "status=none"])
+        .spawn()
+        .unwrap();
+    let status = |v: &Vault| {
+        let o = run(Command::new("timeout").arg("10").arg(BIN).arg("status").arg(&v.mnt));
+        assert!(o.status.success(), "status: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let field = |s: &str, name: &str| -> u64 {
+        s.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))?.parse().ok()).unwrap()
+    };
+    // Wait for the cache to fill up to the bound; the writer must still be waiting then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut st = status(&v);
+    while field(&st, "staged_bytes") < 6 << 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        st = status(&v);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting = dd.try_wait().unwrap().is_none();
+    st = status(&v);
+    s3.outage.store(false, SeqCst);
+    assert!(waiting, "the writer must wait while the cache is at its bound: {st}");
+    assert!(field(&st, "staged_bytes") >= 6 << 20 && field(&st, "staged_bytes") < 8 << 20, "bound holds: {st}");
+    // object_store retries inside each PUT first, so `retries` may still be 0 here.
+    assert!(field(&st, "uploads_in_flight") > 0 && field(&st, "puts") == 0, "nothing reached the store: {st}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        if let Some(s) = dd.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the writer did not finish after the store came back");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(done.success(), "dd (with fsync) succeeds once the store is back");
+    m.umount();
+    fs::remove_dir_all(&v.cache).unwrap();
+    let _m = v.mount_ro_fresh_cache();
+    assert!(fs::read(v.path("during")).unwrap() == fs::read(&src).unwrap());
+}
