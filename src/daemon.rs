@@ -115,6 +115,7 @@ struct Shared {
     /// UMOUNT clients still waiting for the drain's result, and its own condition variable.
     umount_waiters: Mutex<usize>,
     answered_cv: Condvar,
+    mounted_at: std::time::Instant,
 }
 
 /// The `mount` command. Returns the process exit code.
@@ -242,6 +243,7 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
         drain_cv: Condvar::new(),
         umount_waiters: Mutex::new(0),
         answered_cv: Condvar::new(),
+        mounted_at: std::time::Instant::now(),
     });
     spawn_signal_thread(cfg.mountpoint.clone());
     let uploaders: Vec<_> = if cfg.read_only {
@@ -394,11 +396,12 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
             use std::sync::atomic::Ordering::Relaxed;
             session.finish(Ok(format!(
                 "staged_bytes={staged} packs_waiting={packs} uploads_queued={} uploads_in_flight={} puts={} \
-                 uploaded_bytes={} segments={} retries={} last_error={}",
+                 uploaded_bytes={} upload_rate_bytes_per_s={} segments={} retries={} last_error={}",
                 u.queued,
                 u.in_flight,
                 v.stats.puts.load(Relaxed),
                 v.stats.uploaded_bytes.load(Relaxed),
+                (v.stats.uploaded_bytes.load(Relaxed) as f64 / shared.mounted_at.elapsed().as_secs_f64().max(1.0)) as u64,
                 v.stats.segments.load(Relaxed),
                 u.retries,
                 u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
