@@ -329,11 +329,6 @@ impl Cache {
         Ok(Some(seq))
     }
 
-    /// Seq of the journal being appended to.
-    pub fn journal_seq(&self) -> u64 {
-        self.journal.lock().unwrap().as_ref().map_or(0, |j| j.seq)
-    }
-
     /// Journal files on disk, by seq.
     pub fn journal_files(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();

@@ -579,10 +579,6 @@ impl Catalog {
         self.pending = recs;
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.attr_dirty.is_empty()
-    }
-
     /// The whole logged state as records (a checkpoint): inodes, then chunks, then links.
     pub fn snapshot(&self) -> Vec<Record> {
         let mut inos: Vec<u64> = self.inodes.keys().copied().collect();

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -162,15 +162,6 @@ impl Store for MemStore {
     fn is_empty(&self) -> Result<bool> {
         Ok(self.objects.lock().unwrap().is_empty())
     }
-}
-
-/// Reads a whole local file (used for cache files, which are small or streamed elsewhere).
-pub fn read_file_range(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
 }
 
 #[cfg(test)]
