@@ -66,13 +66,6 @@ struct Journal {
     broken: bool,
 }
 
-/// Counters the daemon reports.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CacheStats {
-    pub staged_bytes: u64,
-    pub closed_packs: usize,
-}
-
 pub struct Cache {
     dir: PathBuf,
     _lock: File,
@@ -258,13 +251,9 @@ impl Cache {
         self.sync_dir()
     }
 
-    pub fn stats(&self) -> CacheStats {
-        let p = self.packer.lock().unwrap();
-        let mut staged = p.active.as_ref().map_or(0, |a| a.len);
-        for id in &p.closed {
-            staged += fs::metadata(self.staging_path(id)).map(|m| m.len()).unwrap_or(0);
-        }
-        CacheStats { staged_bytes: staged, closed_packs: p.closed.len() }
+    /// Packs closed and waiting to be handed to the uploaders or a commit.
+    pub fn closed_packs(&self) -> usize {
+        self.packer.lock().unwrap().closed.len()
     }
 
     // -- journal ------------------------------------------------------------------------------

@@ -687,7 +687,7 @@ impl Vault {
     /// Bytes staged but not yet in the store, and packs not yet in the store.
     pub fn backlog(&self) -> (u64, usize) {
         match &self.cache {
-            Some(c) => (c.staged_bytes(), self.uploads.in_flight().len() + c.stats().closed_packs),
+            Some(c) => (c.staged_bytes(), self.uploads.in_flight().len() + c.closed_packs()),
             None => (0, 0),
         }
     }
