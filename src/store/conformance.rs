@@ -38,7 +38,8 @@ pub fn run(s: &dyn Store) -> Result<(), String> {
     check!(s.list("packs/").map_err(e)? == vec![("packs/a".to_string(), 8)], "list by prefix with sizes");
     check!(s.list("meta/").map_err(e)? == vec![("meta/1".to_string(), 3)], "list another prefix");
     check!(s.list("nothing/").map_err(e)?.is_empty(), "list of an empty prefix");
-    let tmp = std::env::temp_dir().join(format!("pgcfs-conformance-{}", std::process::id()));
+    // A name of its own per run: suites on several stores may run at once in one process.
+    let tmp = std::env::temp_dir().join(format!("pgcfs-conformance-{}", crate::format::hex(&crate::crypto::random_id())));
     std::fs::write(&tmp, b"file body").map_err(|x| x.to_string())?;
     s.put_file("packs/f", &tmp).map_err(e)?;
     check!(s.get("packs/f").map_err(e)? == b"file body", "put_file uploads the file");
