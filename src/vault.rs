@@ -373,8 +373,9 @@ impl Vault {
     /// Seals one chunk into the active staging pack.
     pub fn seal_chunk(&self, file_id: &Id, index: u64, plain: &[u8]) -> Result<ChunkRef> {
         let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        let pipelined = self.uploads.workers() > 0;
         // Back-pressure: with the cache's unstored bytes at the bound, wait for uploads.
-        if self.uploads.workers() > 0
+        if pipelined
             && cache.staged_bytes() >= self.dirty_max
             && !self.uploads.wait_until(self.store_timeout, || cache.staged_bytes() < self.dirty_max)
         {
@@ -390,7 +391,7 @@ impl Vault {
         let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
         let tag = crypto::seal_into(&self.keys.data, &aad, plain, &mut sealed);
         let (pack, offset) = cache.append_chunk(&sealed)?;
-        if self.uploads.workers() > 0 {
+        if pipelined {
             self.uploads.enqueue(cache.take_closed_packs(false)?);
         }
         Ok(ChunkRef { pack, offset, len: sealed.len() as u32, tag })
