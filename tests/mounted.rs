@@ -62,9 +62,8 @@ fn random_writes_truncate_and_sparse_survive_remount() {
         drop(s);
         assert_eq!(fs::read(v.path("sparse")).unwrap(), vec![0u8; 10 << 20]);
     }
-    // The Mounted guard unmounted with a drain; now an empty cache.
-    fs::remove_dir_all(&v.cache).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    // The Mounted guard unmounted with a drain; now the store alone.
+    let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("f")).unwrap() == model, "remounted content differs");
     assert_eq!(fs::metadata(v.path("sparse")).unwrap().len(), 10 << 20);
 }
@@ -141,8 +140,7 @@ fn namespace_operations() {
         before = snapshot(&v.mnt);
         m.umount();
     }
-    fs::remove_dir_all(&v.cache).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
     assert_same_tree(&snapshot(&v.mnt), &before, "remount");
     let md = fs::metadata(v.path("x")).unwrap();
     assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o640, 26, 27));
@@ -215,7 +213,7 @@ fn unmodified_tools_work() {
         must(Command::new("sync").arg("-f").arg(v.path("moved")));
         m.umount();
     }
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
     assert_same_tree(&snapshot(&v.path("moved")), &expect, "cp -a + mv");
     assert_same_tree(&snapshot(&v.path("tar")), &expect, "tar -x");
     assert_same_tree(&snapshot(&v.path("rsync")), &snapshot(&src), "rsync -a");
@@ -257,8 +255,7 @@ fn kill9_roundtrip(v: &Vault) {
         assert!(v.log_text().contains("recovering the cache"), "{}", v.log_text());
         m.umount();
     }
-    fs::remove_dir_all(&v.cache).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("wal/000000010000000000000001")).unwrap() == data);
 }
 
@@ -295,7 +292,7 @@ fn tampering_gives_eio_or_refuses_mount() {
     let pristine = fs::read(p_a2).unwrap();
     let check = |what: &str, expect_log: &str| {
         let _ = fs::remove_file(&v.log);
-        let m = v.mount_ro_fresh_cache();
+        let m = v.mount_from_store_only();
         let e = fs::read(v.path("a"));
         assert_eq!(errno_of(e), libc::EIO, "{what}: reading a must fail with EIO");
         assert!(fs::read(v.path("b")).unwrap() == b, "{what}: b must stay readable");
@@ -331,7 +328,7 @@ fn tampering_gives_eio_or_refuses_mount() {
     check("deleted pack", "does not exist");
     fs::write(p_a2, &pristine).unwrap();
     {
-        let _m = v.mount_ro_fresh_cache();
+        let _m = v.mount_from_store_only();
         assert!(fs::read(v.path("a")).unwrap() == a2);
     }
     // 6. Metadata: a flipped bit in the newest segment refuses the mount, clearly.
@@ -348,7 +345,7 @@ fn tampering_gives_eio_or_refuses_mount() {
     assert!(stderr(&o).contains("tampered") && stderr(&o).contains("failed authentication"), "{}", stderr(&o));
     assert!(!is_mounted(&v.mnt));
     fs::write(last, &orig).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
 }
 
 /// No plaintext content or name in the store or the cache, during the mount and after.
@@ -452,8 +449,7 @@ fn concurrent_writers_then_plain_umount_drains() {
     must(Command::new("umount").arg(&v.mnt));
     wait_gone(pid);
     assert!(v.log_text().contains("everything is in the store"), "{}", v.log_text());
-    fs::remove_dir_all(&v.cache).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
     for t in 0..6u64 {
         for i in 0..20u64 {
             let data = pattern(t * 100 + i, ((t * 31 + i * 977) % 400_000) as usize + 1);
@@ -492,8 +488,7 @@ fn failed_drain_exits_nonzero_and_loses_nothing() {
         assert!(fs::read(v.path("precious")).unwrap() == data);
         m.umount();
     }
-    fs::remove_dir_all(&v.cache).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("precious")).unwrap() == data);
 }
 
@@ -629,7 +624,6 @@ fn store_outage_blocks_at_the_dirty_bound_and_drains_after() {
     };
     assert!(done.success(), "dd (with fsync) succeeds once the store is back");
     m.umount();
-    fs::remove_dir_all(&v.cache).unwrap();
-    let _m = v.mount_ro_fresh_cache();
+    let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("during")).unwrap() == fs::read(&src).unwrap());
 }

@@ -120,7 +120,14 @@ impl Vault {
         Mounted { v: self, done: false }
     }
 
-    pub fn mount_ro_fresh_cache(&self) -> Mounted<'_> {
+    /// Drops the cache directory and mounts read-only: whatever is read then comes from the
+    /// store alone, as on a new machine.
+    pub fn mount_from_store_only(&self) -> Mounted<'_> {
+        match std::fs::remove_dir_all(&self.cache) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing the cache {}: {e}", self.cache.display()),
+        }
         self.mount(&["--read-only"])
     }
 
