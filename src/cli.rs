@@ -124,9 +124,18 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         upload_parallelism: usize,
         /// Most ciphertext the cache holds that is not yet in the store; beyond it writes wait
-        /// for uploads (back-pressure), and fail with ENOSPC only after --store-timeout.
-        #[arg(long, default_value = "1G", value_parser = config::parse_size)]
-        cache_dirty_max: u64,
+        /// for uploads (back-pressure), and fail with ENOSPC only after --store-timeout
+        /// [default: 1G, or --cache-size if that is smaller].
+        #[arg(long, value_parser = config::parse_size)]
+        cache_dirty_max: Option<u64>,
+        /// Bound of the whole cache: staged (unstored) bytes plus clean copies of stored packs
+        /// kept for reads of a remote store, evicted least-recently-used. At least
+        /// --cache-dirty-max; 0 keeps no clean data.
+        #[arg(long, default_value = "2G", value_parser = config::parse_size)]
+        cache_size: u64,
+        /// How far ahead of a sequential reader pack data is fetched from a remote store (0: off).
+        #[arg(long, default_value = "8M", value_parser = config::parse_size)]
+        readahead: u64,
         /// Seconds a write waits for room in the cache, and a commit for the store, before failing.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         store_timeout: u64,
@@ -181,11 +190,17 @@ pub fn run(cli: Cli) -> i32 {
             threads,
             upload_parallelism,
             cache_dirty_max,
+            cache_size,
+            readahead,
             store_timeout,
             sync_store,
             break_lease,
             log_file,
         } => {
+            let cache_dirty_max = match config::dirty_bound(cache_dirty_max, cache_size) {
+                Ok(d) => d,
+                Err(e) => return fail(&e),
+            };
             return daemon::mount(MountConfig {
                 store,
                 store_options: store_args.options,
@@ -205,6 +220,8 @@ pub fn run(cli: Cli) -> i32 {
                 cache_dirty_max,
                 store_timeout: Duration::from_secs(store_timeout.max(1)),
                 sync_store,
+                cache_size,
+                readahead,
             });
         }
         Command::Umount { mountpoint } => {

@@ -286,6 +286,9 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
     let _ = committer.join();
     let result = drain(&shared.fs);
     shared.fs.vault().stop_uploads();
+    if let Some(rc) = shared.fs.vault().read_cache() {
+        rc.close();
+    }
     for u in uploaders {
         let _ = u.join();
     }
@@ -307,6 +310,26 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
     code
 }
 
+/// The clean read cache's part of `status`.
+fn clean_status(v: &Vault) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    match v.read_cache() {
+        None => " clean_cache=off".into(),
+        Some(rc) => {
+            let s = rc.stats();
+            format!(
+                " clean_bytes={} clean_hits={} clean_misses={} fetched_bytes={} prefetched_blocks={} evicted_blocks={}",
+                rc.bytes(),
+                s.hits.load(Relaxed),
+                s.misses.load(Relaxed),
+                s.fetched_bytes.load(Relaxed),
+                s.prefetched_blocks.load(Relaxed),
+                s.evicted_blocks.load(Relaxed)
+            )
+        }
+    }
+}
+
 /// Opens the vault, binds the control socket and mounts.
 fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
     let key = load_key(&cfg.key)?;
@@ -318,6 +341,8 @@ fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixList
         break_lease: cfg.break_lease,
         dirty_max: cfg.cache_dirty_max,
         store_timeout: cfg.store_timeout,
+        cache_size: cfg.cache_size,
+        readahead: cfg.readahead,
     };
     let vault = Vault::open(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
@@ -405,7 +430,7 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 v.stats.segments.load(Relaxed),
                 u.retries,
                 u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
-            )));
+            ) + &clean_status(v)));
         }
         "UMOUNT" => {
             *shared.umount_waiters.lock().unwrap() += 1;

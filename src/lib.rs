@@ -15,6 +15,7 @@ pub mod fs;
 pub mod fuse;
 pub mod keys;
 pub mod lease;
+pub mod readcache;
 pub mod store;
 pub mod uploads;
 pub mod vault;

@@ -591,14 +591,6 @@ fn store_outage_blocks_at_the_dirty_bound_and_drains_after() {
         .args(["bs=1M", "conv=fsync", "status=none"])
         .spawn()
         .unwrap();
-    let status = |v: &Vault| {
-        let o = run(Command::new("timeout").arg("10").arg(BIN).arg("status").arg(&v.mnt));
-        assert!(o.status.success(), "status: {}", stderr(&o));
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let field = |s: &str, name: &str| -> u64 {
-        s.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))?.parse().ok()).unwrap()
-    };
     // Wait for the cache to fill up to the bound; the writer must still be waiting then.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut st = status(&v);
@@ -626,4 +618,47 @@ fn store_outage_blocks_at_the_dirty_bound_and_drains_after() {
     m.umount();
     let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("during")).unwrap() == fs::read(&src).unwrap());
+}
+
+/// A restore from S3 streams through the clean cache: readahead fetches whole blocks ahead of
+/// the reader, the cache stays within --cache-size, a second read after the kernel dropped its
+/// pages costs no GET, and a read-only mount's clean directory goes with it.
+#[test]
+#[serial]
+fn restore_from_s3_reads_ahead_within_a_bounded_clean_cache() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "restore");
+    let src = v.dir.path().join("source");
+    fs::write(&src, pattern(7, 20 << 20)).unwrap();
+    let m = v.mount(&["--pack-size", "4M"]);
+    must(Command::new("cp").arg(&src).arg(v.path("base.tar")));
+    m.umount();
+    let cmp = |v: &Vault| must(Command::new("timeout").arg("60").arg("cmp").arg(&src).arg(v.path("base.tar")));
+
+    fs::remove_dir_all(&v.cache).unwrap();
+    let m = v.mount(&["--read-only", "--cache-size", "12M", "--readahead", "4M"]);
+    let before = s3.gets.load(SeqCst);
+    cmp(&v);
+    let st = status(&v);
+    let gets = s3.gets.load(SeqCst) - before;
+    assert!(field(&st, "clean_bytes") <= 12 << 20, "the clean cache stays within --cache-size: {st}");
+    assert!(field(&st, "evicted_blocks") > 0 && field(&st, "prefetched_blocks") >= 10, "{st}");
+    // Every byte fetched once (plus at most a readahead window past the end of a pack).
+    let sealed = fs::metadata(&src).unwrap().len() * 65552 / 65536;
+    assert!(field(&st, "fetched_bytes") <= sealed + (4 << 20), "fetched too much: {st}");
+    assert!(gets <= 20 + 8, "{gets} GETs for 20 MiB in 1 MiB blocks: {st}");
+    let private: Vec<_> = walk(&v.cache).into_iter().filter(|p| p.to_string_lossy().contains("/ro-")).collect();
+    assert!(!private.is_empty(), "the read-only mount keeps its clean blocks under the cache dir");
+    m.umount();
+    assert!(walk(&v.cache).iter().all(|p| !p.to_string_lossy().contains("/ro-")), "and removes them at unmount");
+
+    let _m = v.mount(&["--read-only"]);
+    cmp(&v);
+    let after_first = s3.gets.load(SeqCst);
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    cmp(&v);
+    let st = status(&v);
+    assert_eq!(s3.gets.load(SeqCst), after_first, "a second read is served by the clean cache: {st}");
+    assert!(field(&st, "clean_hits") >= 20, "{st}");
 }

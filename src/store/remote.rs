@@ -130,6 +130,26 @@ impl RemoteStore {
         if self.prefix.is_empty() { s.to_string() } else { s.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(s).to_string() }
     }
 
+    /// Up to `len` bytes at `offset` (object_store clamps a range that runs past the end); empty
+    /// if the object ends before `offset`.
+    fn range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        let end = offset + len as u64;
+        match self.rt.block_on(self.inner.get_range(&p, offset..end)) {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_string())),
+            Err(other) => {
+                // 416 Range Not Satisfiable: the object ends before `offset`.
+                let msg = other.to_string();
+                if msg.contains("416") || msg.contains("Range Not Satisfiable") || msg.contains("InvalidRange") {
+                    Ok(Vec::new())
+                } else {
+                    Err(StoreError::Io { key: key.to_string(), source: std::io::Error::other(msg) })
+                }
+            }
+        }
+    }
+
     fn put_mode(&self, key: &str, data: PutPayload, mode: PutMode) -> Result<()> {
         let opts = PutOptions { mode, ..Default::default() };
         self.rt.block_on(self.inner.put_opts(&self.path(key), data, opts)).map(|_| ()).map_err(|e| store_err(key, e))
@@ -163,24 +183,20 @@ impl Store for RemoteStore {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let p = self.path(key);
-        let end = offset + len as u64;
-        let bytes = self.rt.block_on(self.inner.get_range(&p, offset..end)).map_err(|e| match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
-            other => {
-                // A range past the end is the store telling us the object is too short.
-                let msg = other.to_string();
-                if msg.contains("416") || msg.to_ascii_lowercase().contains("range") {
-                    StoreError::ShortObject { key: key.to_string(), want: end, have: 0 }
-                } else {
-                    StoreError::Io { key: key.to_string(), source: std::io::Error::other(msg) }
-                }
-            }
-        })?;
+        let bytes = self.range(key, offset, len)?;
         if bytes.len() != len {
-            return Err(StoreError::ShortObject { key: key.to_string(), want: end, have: offset + bytes.len() as u64 });
+            let have = if bytes.is_empty() { 0 } else { offset + bytes.len() as u64 };
+            return Err(StoreError::ShortObject { key: key.to_string(), want: offset + len as u64, have });
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
+    }
+
+    fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.range(key, offset, len)
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
