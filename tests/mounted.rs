@@ -662,3 +662,40 @@ fn restore_from_s3_reads_ahead_within_a_bounded_clean_cache() {
     assert_eq!(s3.gets.load(SeqCst), after_first, "a second read is served by the clean cache: {st}");
     assert!(field(&st, "clean_hits") >= 20, "{st}");
 }
+
+/// S3 credentials, region and endpoint from an AWS profile (`~/.aws/credentials` and
+/// `~/.aws/config`, chosen by AWS_PROFILE) when the environment has none.
+#[test]
+#[serial]
+fn s3_settings_from_an_aws_profile() {
+    let s3 = common::s3::S3Server::start();
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join(".aws")).unwrap();
+    fs::write(
+        home.path().join(".aws/credentials"),
+        format!("[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n", common::s3::ACCESS_KEY, common::s3::SECRET_KEY),
+    )
+    .unwrap();
+    fs::write(
+        home.path().join(".aws/config"),
+        format!("[profile backup]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{}\n", s3.port),
+    )
+    .unwrap();
+    let key = home.path().join("key");
+    fs::write(&key, "ab".repeat(32)).unwrap();
+    let init = |profile: &str| {
+        let mut c = Command::new(BIN);
+        c.args(["init", "s3://backups/profiled", "--store-opt", "allow_http=true", "--store-opt", "path_style=true"]);
+        c.arg("--key-file").arg(&key).args(["--key-transform", "hex"]);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"] {
+            c.env_remove(var);
+        }
+        c.env("HOME", home.path()).env("AWS_PROFILE", profile);
+        run(&mut c)
+    };
+    let o = init("nope");
+    assert!(!o.status.success() && stderr(&o).contains("AWS_PROFILE=nope"), "{}", stderr(&o));
+    let o = init("backup");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s3.objects("profiled").join("pgcryptfs.vault").exists());
+}

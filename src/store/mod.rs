@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod aws_profile;
 pub mod conformance;
 mod local;
 mod remote;
