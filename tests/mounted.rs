@@ -699,3 +699,44 @@ fn s3_settings_from_an_aws_profile() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(s3.objects("profiled").join("pgcryptfs.vault").exists());
 }
+
+/// A slow store (every request held for seconds) does not slow fsync below the dirty bound:
+/// `dd conv=fsync` returns while nothing is stored yet, `sync` then waits for the store, and
+/// every byte reads back from the store alone. With `--sync-store`, fsync waits for the store.
+#[test]
+#[serial]
+fn a_slow_store_delays_only_what_waits_for_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "slow");
+    let src = v.dir.path().join("source");
+    fs::write(&src, pattern(5, 6 << 20)).unwrap();
+    let dd = |to: &str| {
+        must(Command::new("timeout").arg("120").arg("dd").arg(format!("if={}", src.display())).arg(format!("of={}", v.path(to).display())).args([
+            "bs=1M",
+            "conv=fsync",
+            "status=none",
+        ]))
+    };
+    let m = v.mount(&["--pack-size", "1M"]);
+    s3.delay_ms.store(2500, SeqCst);
+    dd("fast-fsync");
+    let st = status(&v);
+    assert_eq!(field(&st, "puts"), 0, "fsync returned before the store had anything: {st}");
+    assert!(field(&st, "staged_bytes") >= 6 << 20, "{st}");
+    must(Command::new("timeout").arg("120").arg(BIN).arg("sync").arg(&v.mnt));
+    let st = status(&v);
+    assert!(field(&st, "staged_bytes") == 0 && field(&st, "puts") >= 6, "sync waited for the store: {st}");
+    s3.delay_ms.store(0, SeqCst);
+    m.umount();
+    let m = v.mount(&["--pack-size", "1M", "--sync-store"]);
+    s3.delay_ms.store(1000, SeqCst);
+    dd("store-fsync");
+    let st = status(&v);
+    assert!(field(&st, "puts") >= 6 && field(&st, "staged_bytes") == 0, "--sync-store: fsync waited for the store: {st}");
+    s3.delay_ms.store(0, SeqCst);
+    m.umount();
+    let _m = v.mount_from_store_only();
+    let want = fs::read(&src).unwrap();
+    assert!(fs::read(v.path("fast-fsync")).unwrap() == want && fs::read(v.path("store-fsync")).unwrap() == want);
+}
