@@ -111,6 +111,12 @@ pub enum Command {
         /// Let other users (e.g. postgres) use the mount; the kernel checks modes and owners.
         #[arg(long)]
         allow_other: bool,
+        /// Mount flag: executing files from the mount is not allowed.
+        #[arg(long)]
+        noexec: bool,
+        /// Mount flag: the kernel does not update access times.
+        #[arg(long)]
+        noatime: bool,
         /// Disable the kernel's write-back page cache (slower; for debugging).
         #[arg(long)]
         no_writeback_cache: bool,
@@ -153,6 +159,12 @@ pub enum Command {
         /// else ~/.local/state/pgcryptfs.log].
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Log to syslog/journald (/dev/log) instead of a file when in the background.
+        #[arg(long, conflicts_with = "log_file")]
+        syslog: bool,
+        /// Log level: error, warn, info, debug, trace or off [default: RUST_LOG, else info].
+        #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_level)]
+        log_level: Option<String>,
     },
     /// Drain everything to the store, unmount, and wait for the daemon to exit.
     /// Exits non-zero if anything could not be stored.
@@ -184,6 +196,8 @@ pub fn run(cli: Cli) -> i32 {
             read_only,
             foreground,
             allow_other,
+            noexec,
+            noatime,
             no_writeback_cache,
             commit_interval,
             pack_size,
@@ -196,6 +210,8 @@ pub fn run(cli: Cli) -> i32 {
             sync_store,
             break_lease,
             log_file,
+            syslog,
+            log_level,
         } => {
             let cache_dirty_max = match config::dirty_bound(cache_dirty_max, cache_size) {
                 Ok(d) => d,
@@ -215,6 +231,8 @@ pub fn run(cli: Cli) -> i32 {
                 commit_interval: Duration::from_secs(commit_interval.max(1)),
                 pack_size: pack_size.max(1 << 20),
                 log_file,
+                syslog,
+                log_level,
                 break_lease,
                 upload_parallelism,
                 cache_dirty_max,
@@ -222,6 +240,8 @@ pub fn run(cli: Cli) -> i32 {
                 sync_store,
                 cache_size,
                 readahead,
+                noexec,
+                noatime,
             });
         }
         Command::Umount { mountpoint } => {

@@ -35,6 +35,10 @@ pub struct MountConfig {
     pub commit_interval: Duration,
     pub pack_size: u64,
     pub log_file: Option<PathBuf>,
+    /// Log to syslog/journald when daemonized (and no log file is named).
+    pub syslog: bool,
+    /// Log level, overriding RUST_LOG.
+    pub log_level: Option<String>,
     pub break_lease: bool,
     /// Pack uploads at once.
     pub upload_parallelism: usize,
@@ -48,6 +52,9 @@ pub struct MountConfig {
     pub cache_size: u64,
     /// Readahead for sequential reads of a remote store.
     pub readahead: u64,
+    /// Mount flags MS_NOEXEC and MS_NOATIME.
+    pub noexec: bool,
+    pub noatime: bool,
 }
 
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;

@@ -15,7 +15,7 @@ mod local;
 mod remote;
 
 pub use local::LocalStore;
-pub use remote::RemoteStore;
+pub use remote::{OPTION_NAMES as STORE_OPTIONS, RemoteStore};
 
 #[derive(Debug)]
 pub enum StoreError {
