@@ -12,34 +12,50 @@ use serial_test::serial;
 
 use crate::common::*;
 
-/// The helpers, linked into /sbin for the test's duration (a file already there is moved
-/// aside and put back).
-struct Helpers(Vec<(PathBuf, Option<PathBuf>)>);
+/// The helpers, installed by `mount-helpers/install.sh` into a temporary prefix with their
+/// links in /sbin for the test's duration (files already there are moved aside and put back).
+struct Helpers {
+    prefix: tempfile::TempDir,
+    saved: Vec<(PathBuf, PathBuf)>,
+}
+
+const INSTALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/mount-helpers/install.sh");
+const LINKS: [&str; 3] = ["mount.pgcryptfs", "mount.fuse.pgcryptfs", "umount.fuse.pgcryptfs"];
 
 impl Helpers {
     fn install() -> Self {
-        let mut done = Vec::new();
-        for name in ["mount.pgcryptfs", "umount.fuse.pgcryptfs"] {
+        let mut saved = Vec::new();
+        for name in LINKS {
             let link = Path::new("/sbin").join(name);
-            let saved = link.symlink_metadata().is_ok().then(|| {
+            if link.symlink_metadata().is_ok() {
                 let aside = link.with_extension("pgcfs-test-saved");
                 fs::rename(&link, &aside).unwrap();
-                aside
-            });
-            std::os::unix::fs::symlink(BIN, &link).unwrap();
-            done.push((link, saved));
+                saved.push((link, aside));
+            }
         }
-        Helpers(done)
+        let prefix = tempfile::Builder::new().prefix("pgcfs-prefix").tempdir_in("/var/tmp").unwrap();
+        let h = Helpers { prefix, saved };
+        must(Command::new(INSTALL).arg("--prefix").arg(h.prefix.path()).args(["--binary", BIN]));
+        for name in LINKS {
+            let target = fs::read_link(Path::new("/sbin").join(name)).unwrap();
+            assert_eq!(target, h.prefix.path().join("bin/pgcryptfs"), "{name}");
+        }
+        assert!(h.prefix.path().join("share/pgcryptfs/systemd/pgcryptfs@.service").exists());
+        h
     }
 }
 
 impl Drop for Helpers {
     fn drop(&mut self) {
-        for (link, saved) in &self.0 {
-            let _ = fs::remove_file(link);
-            if let Some(s) = saved {
-                let _ = fs::rename(s, link);
-            }
+        let o = run(Command::new(INSTALL).arg("--prefix").arg(self.prefix.path()).arg("--uninstall"));
+        if !o.status.success() {
+            eprintln!("install.sh --uninstall: {}", stderr(&o));
+        }
+        for name in LINKS {
+            assert!(Path::new("/sbin").join(name).symlink_metadata().is_err() || std::thread::panicking(), "{name} left behind");
+        }
+        for (link, aside) in &self.saved {
+            let _ = fs::rename(aside, link);
         }
     }
 }
