@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, InitConfig, KeyConfig, MountConfig};
 use crate::daemon;
+use crate::ops;
 use crate::format;
 use crate::keys::{KeySource, KeyTransform};
 
@@ -173,10 +174,103 @@ pub enum Command {
     Sync { mountpoint: PathBuf },
     /// Print the daemon's staged bytes and upload counters.
     Status { mountpoint: PathBuf },
+    /// Check that every object the vault refers to exists and authenticates; exit 0 only if all do.
+    Verify {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Only the files under this path of the vault.
+        #[arg(long, default_value = "")]
+        path: String,
+        /// Check presence and sizes only; download no data.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Write the decrypted tree (or the part under --path) into DEST, without FUSE.
+    Export {
+        store: String,
+        dest: PathBuf,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Only this path of the vault (a directory or a file).
+        #[arg(long, default_value = "")]
+        path: String,
+        /// Replace files that already exist in DEST.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List a directory of the vault.
+    Ls {
+        store: String,
+        #[arg(default_value = "")]
+        path: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Type, mode, links, owner, size, modification time (UTC).
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Write a file of the vault to standard output.
+    Cat {
+        store: String,
+        path: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Reclaim the space of deleted and overwritten data (takes the writer lease).
+    Gc {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Cache directory (as for mount) for the copies being made.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Rewrite packs whose dead share is at least this many percent.
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u8).range(1..=100))]
+        rewrite_dead_percent: u8,
+        /// Report what would be reclaimed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete all but the newest N backup directories under --path, then gc. Dry run unless --apply.
+    Prune {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// The directory holding one subdirectory per backup.
+        #[arg(long)]
+        path: String,
+        /// How many backups to keep.
+        #[arg(long)]
+        keep_last: usize,
+        /// Which are the newest: by name (dated names) or modification time.
+        #[arg(long, value_enum, default_value = "name")]
+        by: crate::gc::PruneOrder,
+        /// Really delete (the default only lists what would go).
+        #[arg(long)]
+        apply: bool,
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if !matches!(cli.command, Command::Mount { .. }) {
+        crate::logging::init_cli();
+    }
     let result = match cli.command {
         Command::Init { store, store_args, key, chunk_size } => {
             let chunk_size = match u32::try_from(chunk_size).map_err(|_| "chunk size too large".to_string()).and_then(|c| {
@@ -249,6 +343,24 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Sync { mountpoint } => daemon::sync_command(&mountpoint),
         Command::Status { mountpoint } => daemon::status_command(&mountpoint),
+        Command::Verify { store, store_args, key, path, quick } => {
+            return ops::verify(&target(&store, &store_args, &key), &path, quick);
+        }
+        Command::Export { store, dest, store_args, key, path, overwrite } => {
+            return ops::export(&target(&store, &store_args, &key), &path, &dest, overwrite);
+        }
+        Command::Ls { store, path, store_args, key, long } => ops::ls(&target(&store, &store_args, &key), &path, long),
+        Command::Cat { store, path, store_args, key } => {
+            return ops::cat(&target(&store, &store_args, &key), &path);
+        }
+        Command::Gc { store, store_args, key, cache_dir, rewrite_dead_percent, dry_run } => {
+            let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
+            ops::gc(&target(&store, &store_args, &key), &cache, f64::from(rewrite_dead_percent) / 100.0, dry_run)
+        }
+        Command::Prune { store, store_args, key, path, keep_last, by, apply, cache_dir } => {
+            let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
+            ops::prune(&target(&store, &store_args, &key), &cache, &path, keep_last, by, apply)
+        }
     };
     match result {
         Ok(msg) => {
@@ -257,6 +369,11 @@ pub fn run(cli: Cli) -> i32 {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// The vault an operator command works on.
+fn target(store: &str, store_args: &StoreArgs, key: &KeyArgs) -> crate::offline::Target {
+    crate::offline::Target { store: store.to_string(), store_options: store_args.options.clone(), key: key.to_config() }
 }
 
 fn fail(msg: &str) -> i32 {
