@@ -4,6 +4,8 @@
 //! recovery recipe of docs/WAL-ARCHIVE.md.
 
 mod common;
+#[path = "e2e_postgres/gc.rs"]
+mod gc;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
