@@ -104,6 +104,9 @@ fn pg_basebackup_s3_store() {
     assert!(puts <= packs + 2 * 4 + 4, "{puts} PUTs: should be about one per pack plus a few segments");
     let stored = walk(&v.store);
     assert!(stored.iter().any(|p| p.to_string_lossy().contains("/packs/")), "packs are in the bucket");
+    // Every chunk read back from the bucket and authenticated, without FUSE.
+    let o = must(v.cmd("verify").arg(&v.url).args(&v.store_opts).args(v.key_args()));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": all authentic"), "{}", String::from_utf8_lossy(&o.stdout));
 }
 
 /// Backs up a fresh cluster into the vault's mount (-Fp and -Ft), unmounts, verifies both from a
