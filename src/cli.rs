@@ -124,9 +124,10 @@ pub enum Command {
         /// Commit staged data to the store this often, in seconds.
         #[arg(long, default_value_t = config::DEFAULT_COMMIT_SECS, value_name = "SECS")]
         commit_interval: u64,
-        /// Target size of pack objects.
-        #[arg(long, default_value = "16M", value_parser = config::parse_size)]
-        pack_size: u64,
+        /// Target size of pack objects [default: 16M for a local directory, 8M for an object
+        /// store, where each upload in flight holds a whole pack in memory].
+        #[arg(long, value_parser = config::parse_size)]
+        pack_size: Option<u64>,
         /// Pack uploads running at once.
         #[arg(long, default_value_t = 4)]
         upload_parallelism: usize,
@@ -311,6 +312,7 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(d) => d,
                 Err(e) => return fail(&e),
             };
+            let pack_size = pack_size.unwrap_or_else(|| config::default_pack_size(&store)).max(1 << 20);
             return daemon::mount(MountConfig {
                 store,
                 store_options: store_args.options,
@@ -323,7 +325,7 @@ pub fn run(cli: Cli) -> i32 {
                 writeback_cache: !no_writeback_cache,
                 threads,
                 commit_interval: Duration::from_secs(commit_interval.max(1)),
-                pack_size: pack_size.max(1 << 20),
+                pack_size,
                 log_file,
                 syslog,
                 log_level,

@@ -57,7 +57,16 @@ pub struct MountConfig {
     pub noatime: bool,
 }
 
+/// Pack size for a local directory store (packs move there by rename).
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
+/// Pack size for an object store: each upload in flight maps a whole pack, so
+/// `--upload-parallelism` × this bounds those pages.
+pub const DEFAULT_REMOTE_PACK_SIZE: u64 = 8 << 20;
+
+/// The default pack size for a STORE argument.
+pub fn default_pack_size(store: &str) -> u64 {
+    if store.contains("://") && !store.starts_with("file://") { DEFAULT_REMOTE_PACK_SIZE } else { DEFAULT_PACK_SIZE }
+}
 pub const DEFAULT_COMMIT_SECS: u64 = 30;
 pub const DEFAULT_THREADS: usize = 6;
 
@@ -161,6 +170,13 @@ pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pack_size_defaults() {
+        assert_eq!(default_pack_size("/srv/vault"), 16 << 20);
+        assert_eq!(default_pack_size("file:///srv/vault"), 16 << 20);
+        assert_eq!(default_pack_size("s3://b/p"), 8 << 20);
+    }
 
     #[test]
     fn dirty_bound_fits_the_cache() {

@@ -99,8 +99,8 @@ fn pg_basebackup_s3_store() {
     // "everything is in the store (N objects written, B bytes of packs)"
     let nums: Vec<u64> = umount.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
     let (puts, bytes) = (nums[0], nums[1]);
-    let packs = bytes.div_ceil(16 << 20);
-    eprintln!("S3 backup: {puts} PUTs for {bytes} bytes of packs ({packs} packs of 16 MiB)");
+    let packs = bytes.div_ceil(8 << 20);
+    eprintln!("S3 backup: {puts} PUTs for {bytes} bytes of packs ({packs} packs of 8 MiB)");
     assert!(puts <= packs + 2 * 4 + 4, "{puts} PUTs: should be about one per pack plus a few segments");
     let stored = walk(&v.store);
     assert!(stored.iter().any(|p| p.to_string_lossy().contains("/packs/")), "packs are in the bucket");
