@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, InitConfig, KeyConfig, MountConfig};
 use crate::daemon;
 use crate::format;
-use crate::keys::{KeySource, KeyTransform};
+use crate::keyadmin;
+use crate::keys::passphrase::Cost;
+use crate::keys::{KeySource, KeyTransform, NewSlotSpec, SecretSource, UnlockSpec};
 
 #[derive(Parser)]
 #[command(
@@ -26,42 +28,208 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the key comes from. Exactly one source; the key itself is never an argument.
-#[derive(Args, Clone)]
-#[group(required = true, multiple = false)]
-pub struct KeySourceArgs {
-    /// Read the key from this file.
+/// What unlocks the vault: at most one source (none, with stdin a terminal: a passphrase
+/// prompt). The secret itself is never an argument.
+#[derive(Args, Clone, Default)]
+#[group(id = "unlock_source", multiple = false)]
+pub struct UnlockSourceArgs {
+    /// Read the key (sodium slots) from this file.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// Read the key from this environment variable.
+    /// Read the key (sodium slots) from this environment variable.
     #[arg(long, value_name = "VAR")]
     pub key_env: Option<String>,
-    /// Run this shell command and read the key from its standard output.
+    /// Run this shell command and read the key from its standard output (command and sodium slots).
     #[arg(long, value_name = "CMD")]
     pub key_command: Option<String>,
+    /// Read the passphrase (passphrase slots) from this file (one trailing line break is dropped).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the passphrase (passphrase slots) from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// Unlock an openpgp slot with this armored secret key (gpg --armor --export-secret-keys).
+    #[arg(long, value_name = "FILE")]
+    pub pgp_key_file: Option<PathBuf>,
 }
 
-#[derive(Args, Clone)]
-pub struct KeyArgs {
+/// Unlock options shared by mount, key add, key remove and rekey.
+#[derive(Args, Clone, Default)]
+pub struct UnlockArgs {
     #[command(flatten)]
-    pub source: KeySourceArgs,
+    pub source: UnlockSourceArgs,
     /// How the key bytes are read (WAL-G's meaning): hex = exactly 64 hex characters,
     /// base64 = exactly 32 bytes once decoded, none = raw bytes (at least 25; truncated or
     /// zero-padded to 32).
     #[arg(long, value_enum, default_value = "none")]
     pub key_transform: KeyTransform,
+    /// The passphrase of the --pgp-key-file secret key, from this file.
+    #[arg(long, value_name = "FILE", requires = "pgp_key_file", conflicts_with = "pgp_passphrase_env")]
+    pub pgp_passphrase_file: Option<PathBuf>,
+    /// The passphrase of the --pgp-key-file secret key, from this environment variable.
+    #[arg(long, value_name = "VAR", requires = "pgp_key_file")]
+    pub pgp_passphrase_env: Option<String>,
 }
 
-impl KeyArgs {
-    fn to_config(&self) -> KeyConfig {
+const NO_KEY: &str = "no key given: use --key-file, --key-env, --key-command, --passphrase-file, \
+                      --passphrase-env or --pgp-key-file (or run on a terminal to be asked for a passphrase)";
+
+fn stdin_is_tty() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdin())
+}
+
+impl UnlockArgs {
+    fn given(&self) -> bool {
         let s = &self.source;
-        let source = match (&s.key_file, &s.key_env, &s.key_command) {
-            (Some(f), _, _) => KeySource::File(f.clone()),
-            (_, Some(v), _) => KeySource::Env(v.clone()),
-            (_, _, Some(c)) => KeySource::Command(c.clone()),
-            _ => unreachable!("clap requires one key source"),
-        };
-        KeyConfig { source, transform: self.key_transform }
+        s.key_file.is_some()
+            || s.key_env.is_some()
+            || s.key_command.is_some()
+            || s.passphrase_file.is_some()
+            || s.passphrase_env.is_some()
+            || s.pgp_key_file.is_some()
+    }
+
+    /// The unlock method; with nothing given, a passphrase prompt on a terminal.
+    pub fn to_spec(&self) -> Result<KeyConfig, String> {
+        let s = &self.source;
+        let key = |source| Ok(UnlockSpec::Key { source, transform: self.key_transform });
+        if let Some(f) = &s.key_file {
+            return key(KeySource::File(f.clone()));
+        }
+        if let Some(v) = &s.key_env {
+            return key(KeySource::Env(v.clone()));
+        }
+        if let Some(c) = &s.key_command {
+            return key(KeySource::Command(c.clone()));
+        }
+        if let Some(f) = &s.passphrase_file {
+            return Ok(UnlockSpec::Passphrase(SecretSource::File(f.clone())));
+        }
+        if let Some(v) = &s.passphrase_env {
+            return Ok(UnlockSpec::Passphrase(SecretSource::Env(v.clone())));
+        }
+        if let Some(f) = &s.pgp_key_file {
+            let passphrase = match (&self.pgp_passphrase_file, &self.pgp_passphrase_env) {
+                (Some(f), _) => Some(SecretSource::File(f.clone())),
+                (_, Some(v)) => Some(SecretSource::Env(v.clone())),
+                _ => None,
+            };
+            return Ok(UnlockSpec::OpenPgp { key_file: f.clone(), passphrase });
+        }
+        if stdin_is_tty() {
+            return Ok(UnlockSpec::Passphrase(SecretSource::Prompt));
+        }
+        Err(NO_KEY.into())
+    }
+}
+
+/// The key of a new slot (key add, or init's first slot): at most one source.
+#[derive(Args, Clone, Default)]
+#[group(id = "new_slot_source", multiple = false)]
+pub struct NewSlotSourceArgs {
+    /// New sodium slot: the key is read from this file.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// New sodium slot: the key is read from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub new_key_env: Option<String>,
+    /// New command slot: this shell command prints the key (run now, and at every mount).
+    #[arg(long, value_name = "CMD")]
+    pub new_key_command: Option<String>,
+    /// New openpgp slot: encrypt to this armored OpenPGP certificate (public key).
+    #[arg(long, value_name = "CERT")]
+    pub pgp_cert: Option<PathBuf>,
+    /// New passphrase slot: the passphrase is read from this file.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// New passphrase slot: the passphrase is read from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub new_passphrase_env: Option<String>,
+    /// New passphrase slot: ask for the passphrase (twice) on the terminal.
+    #[arg(long)]
+    pub new_passphrase_prompt: bool,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct NewSlotArgs {
+    #[command(flatten)]
+    pub source: NewSlotSourceArgs,
+    /// How the new key's bytes are read (hex, base64, none), as --key-transform.
+    #[arg(long, value_enum, default_value = "none")]
+    pub new_key_transform: KeyTransform,
+    /// A label shown by `key list` (never secret; default: the method, or the certificate's user id).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// Argon2id passes of a new passphrase slot (tests; default libsodium's MODERATE, 3).
+    #[arg(long, hide = true)]
+    pub pwhash_opslimit: Option<u64>,
+    /// Argon2id memory of a new passphrase slot (tests; default libsodium's MODERATE, 256M).
+    #[arg(long, hide = true, value_parser = config::parse_size)]
+    pub pwhash_memlimit: Option<u64>,
+}
+
+impl NewSlotArgs {
+    fn cost(&self) -> Cost {
+        let d = Cost::default();
+        Cost { opslimit: self.pwhash_opslimit.unwrap_or(d.opslimit), memlimit: self.pwhash_memlimit.unwrap_or(d.memlimit) }
+    }
+
+    /// The new slot, if one was named.
+    pub fn to_spec(&self) -> Option<NewSlotSpec> {
+        let s = &self.source;
+        let transform = self.new_key_transform;
+        let pass = |source| Some(NewSlotSpec::Passphrase { source, cost: self.cost() });
+        if let Some(f) = &s.new_key_file {
+            return Some(NewSlotSpec::Sodium { source: KeySource::File(f.clone()), transform });
+        }
+        if let Some(v) = &s.new_key_env {
+            return Some(NewSlotSpec::Sodium { source: KeySource::Env(v.clone()), transform });
+        }
+        if let Some(c) = &s.new_key_command {
+            return Some(NewSlotSpec::Command { command: c.clone(), transform });
+        }
+        if let Some(c) = &s.pgp_cert {
+            return Some(NewSlotSpec::OpenPgp { cert_file: c.clone() });
+        }
+        if let Some(f) = &s.new_passphrase_file {
+            return pass(SecretSource::File(f.clone()));
+        }
+        if let Some(v) = &s.new_passphrase_env {
+            return pass(SecretSource::Env(v.clone()));
+        }
+        if s.new_passphrase_prompt {
+            return pass(SecretSource::Prompt);
+        }
+        None
+    }
+
+    /// init's first slot: a new-slot option, or the unlock options read as "make this slot".
+    fn first_slot(&self, unlock: &UnlockArgs) -> Result<NewSlotSpec, String> {
+        let new = self.to_spec();
+        if new.is_some() && unlock.given() {
+            return Err("init makes one key slot: give either a --new-* / --pgp-cert option or a key option, not both".into());
+        }
+        if let Some(n) = new {
+            return Ok(n);
+        }
+        let u = &unlock.source;
+        let transform = unlock.key_transform;
+        let pass = |source| Ok(NewSlotSpec::Passphrase { source, cost: self.cost() });
+        match () {
+            _ if u.key_file.is_some() => Ok(NewSlotSpec::Sodium { source: KeySource::File(u.key_file.clone().unwrap()), transform }),
+            _ if u.key_env.is_some() => Ok(NewSlotSpec::Sodium { source: KeySource::Env(u.key_env.clone().unwrap()), transform }),
+            _ if u.key_command.is_some() => Ok(NewSlotSpec::Command { command: u.key_command.clone().unwrap(), transform }),
+            _ if u.passphrase_file.is_some() => pass(SecretSource::File(u.passphrase_file.clone().unwrap())),
+            _ if u.passphrase_env.is_some() => pass(SecretSource::Env(u.passphrase_env.clone().unwrap())),
+            _ if u.pgp_key_file.is_some() => {
+                Err("init encrypts to a certificate, not a secret key: use --pgp-cert CERT.asc".into())
+            }
+            _ if stdin_is_tty() => pass(SecretSource::Prompt),
+            _ => Err(NO_KEY.replace("no key given", "no key given for the first slot").replace(
+                "--pgp-key-file",
+                "--pgp-cert",
+            )),
+        }
     }
 }
 
@@ -84,8 +252,13 @@ pub enum Command {
         store: String,
         #[command(flatten)]
         store_args: StoreArgs,
+        /// The first slot's key, as mount would read it (--key-file, --key-env: sodium;
+        /// --key-command: command; --passphrase-*: passphrase) ...
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
+        /// ... or as key add names a new slot (--pgp-cert for an openpgp slot).
+        #[command(flatten)]
+        new_slot: NewSlotArgs,
         /// Plaintext chunk size (power of two, 4K to 4M).
         #[arg(long, default_value = "64K", value_parser = config::parse_size)]
         chunk_size: u64,
@@ -97,7 +270,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// Cache directory for staged ciphertext and the local journal
         /// [default: /var/cache/pgcryptfs as root, else ~/.cache/pgcryptfs].
         #[arg(long, value_name = "DIR")]
@@ -152,19 +325,66 @@ pub enum Command {
     Sync { mountpoint: PathBuf },
     /// Print the daemon's staged bytes and upload counters.
     Status { mountpoint: PathBuf },
+    /// Manage the vault's key slots (any one slot opens the vault).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Add a key slot: the new key (--new-key-file, --new-key-env, --new-key-command, --pgp-cert,
+    /// --new-passphrase-file, --new-passphrase-env, --new-passphrase-prompt) and one that opens
+    /// the vault now (the options mount takes). No data is re-encrypted.
+    Add {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        new_slot: NewSlotArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+    },
+    /// List the key slots: id, method, fingerprint or label, creation time. Needs no key.
+    List {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+    },
+    /// Remove a key slot (by its id, or a unique prefix of it); refuses to remove the last one.
+    Remove {
+        store: String,
+        slot: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Init { store, store_args, key, chunk_size } => {
+        Command::Init { store, store_args, key, new_slot, chunk_size } => {
             let chunk_size = match u32::try_from(chunk_size).map_err(|_| "chunk size too large".to_string()).and_then(|c| {
                 format::validate_chunk_size(c).map(|_| c).map_err(|e| e.to_string())
             }) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            daemon::init(&InitConfig { store, store_options: store_args.options, key: key.to_config(), chunk_size })
+            let first_slot = match new_slot.first_slot(&key) {
+                Ok(f) => f,
+                Err(e) => return fail(&e),
+            };
+            init_cli_logging();
+            daemon::init(&InitConfig {
+                store,
+                store_options: store_args.options,
+                first_slot,
+                label: new_slot.label,
+                chunk_size,
+            })
         }
         Command::Mount {
             store,
@@ -186,11 +406,15 @@ pub fn run(cli: Cli) -> i32 {
             break_lease,
             log_file,
         } => {
+            let key = match key.to_spec() {
+                Ok(k) => k,
+                Err(e) => return fail(&e),
+            };
             return daemon::mount(MountConfig {
                 store,
                 store_options: store_args.options,
                 mountpoint,
-                key: key.to_config(),
+                key,
                 cache_dir: cache_dir.unwrap_or_else(config::default_cache_dir),
                 read_only,
                 foreground,
@@ -212,6 +436,25 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Sync { mountpoint } => daemon::sync_command(&mountpoint),
         Command::Status { mountpoint } => daemon::status_command(&mountpoint),
+        Command::Key { command } => {
+            init_cli_logging();
+            match command {
+                KeyCommand::List { store, store_args } => keyadmin::list_command(&store, &store_args.options),
+                KeyCommand::Add { store, store_args, new_slot, key } => match (new_slot.to_spec(), key.to_spec()) {
+                    (None, _) => Err("key add needs the new slot's key: --new-key-file, --new-key-env, \
+                                      --new-key-command, --pgp-cert, --new-passphrase-file, --new-passphrase-env \
+                                      or --new-passphrase-prompt"
+                        .into()),
+                    (_, Err(e)) => Err(e),
+                    (Some(new), Ok(unlock)) => {
+                        keyadmin::add_command(&store, &store_args.options, &unlock, &new, new_slot.label.as_deref())
+                    }
+                },
+                KeyCommand::Remove { store, slot, store_args, key } => key
+                    .to_spec()
+                    .and_then(|unlock| keyadmin::remove_command(&store, &store_args.options, &unlock, &slot)),
+            }
+        }
     };
     match result {
         Ok(msg) => {
@@ -220,6 +463,17 @@ pub fn run(cli: Cli) -> i32 {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// Commands other than mount log warnings and audit lines to stderr (RUST_LOG overrides).
+fn init_cli_logging() {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| format!("warn,{}=info", crate::audit::TARGET)));
+    b.format(|buf, rec| {
+        use std::io::Write;
+        writeln!(buf, "pgcryptfs: {}", rec.args())
+    });
+    let _ = b.try_init();
 }
 
 fn fail(msg: &str) -> i32 {
@@ -238,17 +492,59 @@ mod tests {
     }
 
     #[test]
-    fn key_source_is_required_and_exclusive() {
-        assert!(Cli::try_parse_from(["pgcryptfs", "init", "/v"]).is_err());
-        assert!(Cli::try_parse_from(["pgcryptfs", "init", "/v", "--key-file", "a", "--key-env", "B"]).is_err());
-        let c = Cli::try_parse_from(["pgcryptfs", "init", "/v", "--key-env", "K", "--key-transform", "hex"]).unwrap();
-        match c.command {
-            Command::Init { key, chunk_size, .. } => {
-                assert_eq!(key.to_config().source, KeySource::Env("K".into()));
-                assert_eq!(key.key_transform, KeyTransform::Hex);
+    fn key_source_is_exclusive_and_maps_to_slots() {
+        let init = |args: &[&str]| match Cli::try_parse_from([&["pgcryptfs", "init", "/v"], args].concat()) {
+            Ok(Cli { command: Command::Init { key, new_slot, chunk_size, .. } }) => {
                 assert_eq!(chunk_size, 65536);
+                new_slot.first_slot(&key)
             }
-            _ => panic!(),
-        }
+            Ok(_) => panic!(),
+            Err(e) => Err(e.kind().to_string()),
+        };
+        // No key (stdin is not a terminal under cargo test).
+        assert!(init(&[]).unwrap_err().starts_with("no key given for the first slot"));
+        assert!(init(&["--key-file", "a", "--key-env", "B"]).is_err());
+        assert!(init(&["--key-file", "a", "--pgp-cert", "c"]).unwrap_err().contains("not both"));
+        assert_eq!(
+            init(&["--key-env", "K", "--key-transform", "hex"]).unwrap(),
+            NewSlotSpec::Sodium { source: KeySource::Env("K".into()), transform: KeyTransform::Hex }
+        );
+        assert_eq!(
+            init(&["--key-command", "vault read"]).unwrap(),
+            NewSlotSpec::Command { command: "vault read".into(), transform: KeyTransform::None }
+        );
+        assert_eq!(init(&["--pgp-cert", "c.asc"]).unwrap(), NewSlotSpec::OpenPgp { cert_file: "c.asc".into() });
+        assert_eq!(
+            init(&["--passphrase-file", "p", "--pwhash-opslimit", "1", "--pwhash-memlimit", "8M"]).unwrap(),
+            NewSlotSpec::Passphrase { source: SecretSource::File("p".into()), cost: Cost { opslimit: 1, memlimit: 8 << 20 } }
+        );
+        assert!(init(&["--pgp-key-file", "k"]).unwrap_err().contains("--pgp-cert"));
+    }
+
+    #[test]
+    fn unlock_options_are_shared() {
+        let c = Cli::try_parse_from([
+            "pgcryptfs", "key", "remove", "/v", "abcd", "--pgp-key-file", "k.asc", "--pgp-passphrase-env", "P",
+            "--store-opt", "region=x",
+        ])
+        .unwrap();
+        let Command::Key { command: KeyCommand::Remove { key, slot, store_args, .. } } = c.command else { panic!() };
+        assert_eq!(slot, "abcd");
+        assert_eq!(store_args.options, vec![("region".to_string(), "x".to_string())]);
+        assert_eq!(
+            key.to_spec().unwrap(),
+            UnlockSpec::OpenPgp { key_file: "k.asc".into(), passphrase: Some(SecretSource::Env("P".into())) }
+        );
+        // A PGP passphrase needs a PGP key; two unlock sources are refused.
+        assert!(Cli::try_parse_from(["pgcryptfs", "key", "list", "/v", "--pgp-passphrase-env", "P"]).is_err());
+        assert!(
+            Cli::try_parse_from(["pgcryptfs", "mount", "/v", "/m", "--passphrase-env", "P", "--key-file", "k"]).is_err()
+        );
+        let c = Cli::try_parse_from(["pgcryptfs", "mount", "/v", "/m", "--passphrase-file", "p"]).unwrap();
+        let Command::Mount { key, .. } = c.command else { panic!() };
+        assert_eq!(key.to_spec().unwrap(), UnlockSpec::Passphrase(SecretSource::File("p".into())));
+        let c = Cli::try_parse_from(["pgcryptfs", "key", "add", "/v", "--new-key-command", "c", "--key-env", "K"]).unwrap();
+        let Command::Key { command: KeyCommand::Add { new_slot, .. } } = c.command else { panic!() };
+        assert_eq!(new_slot.to_spec(), Some(NewSlotSpec::Command { command: "c".into(), transform: KeyTransform::None }));
     }
 }

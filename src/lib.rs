@@ -3,6 +3,7 @@
 //! Layers, top to bottom (lower layers never call upward): `cli` → `daemon` → `fuse` → `fs`
 //! → `vault` → (`catalog`, `cache`, `keys`, `crypto`, `store`) → `format`.
 
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod format;
 pub mod fs;
 pub mod fuse;
+pub mod keyadmin;
 pub mod keys;
 pub mod lease;
 pub mod store;
