@@ -6,6 +6,9 @@ pub mod passphrase;
 mod source;
 mod unlock;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::path::PathBuf;
 
