@@ -325,6 +325,22 @@ pub enum Command {
     Sync { mountpoint: PathBuf },
     /// Print the daemon's staged bytes and upload counters.
     Status { mountpoint: PathBuf },
+    /// Re-encrypt every chunk and the metadata under a new master key (after a leak of the
+    /// master key). Takes the writer lease; resumable (run it again with the same key); keeps
+    /// only the slot that unlocked it.
+    Rekey {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// Take over an expired writer lease (its mount must be gone).
+        #[arg(long)]
+        break_lease: bool,
+        /// Stop after this many packs, as if interrupted (tests).
+        #[arg(long, hide = true)]
+        stop_after_packs: Option<usize>,
+    },
     /// Manage the vault's key slots (any one slot opens the vault).
     Key {
         #[command(subcommand)]
@@ -436,6 +452,15 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Sync { mountpoint } => daemon::sync_command(&mountpoint),
         Command::Status { mountpoint } => daemon::status_command(&mountpoint),
+        Command::Rekey { store, store_args, key, break_lease, stop_after_packs } => {
+            init_cli_logging();
+            let opts = crate::rekey::RekeyOptions {
+                break_lease,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                stop_after_packs,
+            };
+            key.to_spec().and_then(|unlock| crate::rekey::rekey_command(&store, &store_args.options, &unlock, &opts))
+        }
         Command::Key { command } => {
             init_cli_logging();
             match command {

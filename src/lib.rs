@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod keyadmin;
 pub mod keys;
 pub mod lease;
+pub mod rekey;
 pub mod store;
 pub mod uploads;
 pub mod vault;

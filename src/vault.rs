@@ -261,6 +261,21 @@ pub fn unlock(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Resul
     Ok(VaultKeys::derive(&unlock_master(store, header, unlock)?.master))
 }
 
+/// The committed metadata as one checkpoint's worth of records, and the head segment's seq and
+/// hash (for rekey, which rewrites it all under a new key).
+pub fn load_records(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys) -> Result<(Vec<Record>, u64, [u8; 32])> {
+    let (catalog, head) = load_metadata(store, header, keys)?;
+    Ok((catalog.snapshot(), head.seq, head.hash))
+}
+
+/// Seals a checkpoint segment of `records` (for rekey).
+pub fn seal_checkpoint(header: &VaultHeader, meta: &Secret32, seq: u64, prev_hash: [u8; 32], records: &[Record]) -> Vec<u8> {
+    seal_segment(header, meta, format::SEGMENT_CHECKPOINT, seq, prev_hash, &format::encode_records(records))
+}
+
+/// Present while a rekey is under way or was interrupted (see `rekey`).
+pub const REKEY_PENDING_OBJECT: &str = "rekey/slot";
+
 impl Vault {
     /// Opens a vault with a 32-byte key (sodium or command slots); see `open_with`.
     pub fn open(store: Box<dyn Store>, user_key: &Secret32, opts: &OpenOptions) -> Result<Self> {
@@ -270,6 +285,17 @@ impl Vault {
     /// Opens a vault: unlock, load metadata, and (writable) lock the cache and recover it.
     pub fn open_with(store: Box<dyn Store>, user_key: &Unlock, opts: &OpenOptions) -> Result<Self> {
         let header = read_header(store.as_ref())?;
+        match store.get(REKEY_PENDING_OBJECT) {
+            Ok(_) => {
+                return Err(VaultError::NotAVault(format!(
+                    "a rekey of {} is under way or was interrupted; run `pgcryptfs rekey` again (with the \
+                     same key) to finish it before mounting",
+                    store.describe()
+                )));
+            }
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let keys = unlock(store.as_ref(), &header, user_key)?;
         let cache = match (opts.read_only, opts.cache_root) {
             (false, Some(root)) => Some(Cache::open(root, &header.vault_id, opts.pack_target)?),

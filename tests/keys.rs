@@ -248,3 +248,68 @@ fn rotation_keeps_every_object_and_mount_errors_mount_nothing() {
     m.umount();
     assert!(w.log_text().contains("audit: unlock vault=") && w.log_text().contains("method=openpgp"));
 }
+
+/// `rekey`: interrupted after one pack, refused to mount meanwhile, resumed with the same key;
+/// afterwards no object sealed under the old master key is left, the data reads back, and a
+/// saved copy of an old slot (old master key) no longer opens the metadata.
+#[test]
+#[serial]
+fn rekey_is_resumable_and_leaves_nothing_of_the_old_key() {
+    let v = Vault::new();
+    let pass = v.dir.path().join("pass");
+    std::fs::write(&pass, "old passphrase").unwrap();
+    must(v.cmd("key").args(["add", &v.url, "--new-passphrase-file", &p(&pass)]).args(CHEAP).args(v.key_args()));
+    {
+        let m = v.mount(&["--pack-size", "1M"]);
+        for i in 0..3 {
+            std::fs::write(m.v.path(&format!("f{i}")), pattern(i, 1_500_000)).unwrap();
+        }
+        std::fs::create_dir(m.v.path("dir")).unwrap();
+        std::fs::write(m.v.path("dir/small"), b"small file").unwrap();
+        m.umount();
+    }
+    let before = object_hashes(&v.store);
+    let old_slots: Vec<_> = slots(&v);
+    let pass_slot = old_slots.iter().find(|l| l.1 == "passphrase").unwrap().0.clone();
+    let pass_slot_bytes = std::fs::read(v.store.join("keys").join(&pass_slot)).unwrap();
+    let packs = before.keys().filter(|k| k.starts_with("packs/")).count();
+    assert!(packs >= 3, "{packs} packs");
+
+    let e = fails(v.cmd("rekey").arg(&v.url).args(v.key_args()).args(["--stop-after-packs", "1"]));
+    assert!(e.contains(&format!("rekey stopped after 1 of {packs} packs")), "{e}");
+    assert!(e.contains("audit: rekey started"), "{e}");
+    let e = fails(&mut v.mount_cmd(&["--read-only"]));
+    assert!(e.contains("a rekey of") && e.contains("run `pgcryptfs rekey` again"), "{e}");
+    assert!(!is_mounted(&v.mnt));
+    // Another key cannot take over the interrupted rekey.
+    let e = fails(v.cmd("rekey").arg(&v.url).args(["--passphrase-file", &p(&pass)]));
+    assert!(e.contains("a rekey of this vault was interrupted and its new key does not open"), "{e}");
+
+    let o = must(v.cmd("rekey").arg(&v.url).args(v.key_args()));
+    assert!(out(&o).starts_with("re-encrypted "), "{}", out(&o));
+    assert!(stderr(&o).contains("audit: rekey finished"), "{}", stderr(&o));
+    let after = object_hashes(&v.store);
+    for (name, bytes) in &after {
+        if name != "pgcryptfs.vault" {
+            assert!(!before.contains_key(name), "{name} survived the rekey");
+            assert!(!before.values().any(|b| b == bytes), "{name} has old content");
+        }
+    }
+    let new_slots = slots(&v);
+    assert_eq!(new_slots.len(), 1, "{new_slots:?}");
+    assert_eq!(new_slots[0].1, "sodium");
+    assert!(old_slots.iter().all(|o| o.0 != new_slots[0].0));
+
+    let m = v.mount_from_store_only();
+    for i in 0..3 {
+        assert_eq!(std::fs::read(m.v.path(&format!("f{i}"))).unwrap(), pattern(i, 1_500_000));
+    }
+    assert_eq!(std::fs::read(m.v.path("dir/small")).unwrap(), b"small file");
+    m.umount();
+
+    // A copy of an old slot still yields the old master key, which opens nothing any more.
+    std::fs::write(v.store.join("keys").join(&pass_slot), &pass_slot_bytes).unwrap();
+    let e = fails(v.cmd("mount").arg(&v.url).arg(&v.mnt).args(["--read-only", "--passphrase-file", &p(&pass)]));
+    assert!(e.contains("failed authentication"), "{e}");
+    assert!(!is_mounted(&v.mnt));
+}

@@ -6,9 +6,11 @@ use super::{KeyError, Unlock, method_name, openpgp, passphrase};
 use crate::crypto::{self, Secret32, SecretBytes};
 use crate::format::{self, Dec, Slot, VaultHeader};
 
-/// The slot that opened and the master key it holds.
+/// The slot that opened, its slot key, and the master key it holds.
 pub struct Opened {
     pub slot: Slot,
+    /// The key that seals this slot's master key (rekey reseals a new master key under it).
+    pub slot_key: Secret32,
     pub master: Secret32,
 }
 
@@ -119,7 +121,7 @@ pub fn open_slots(header: &VaultHeader, slots: &[(String, Vec<u8>)], unlock: &Un
                 let plain = SecretBytes(plain);
                 let mut k = [0u8; 32];
                 k.copy_from_slice(&plain.0);
-                return Ok(Opened { slot, master: Secret32::take(&mut k) });
+                return Ok(Opened { slot, slot_key: key, master: Secret32::take(&mut k) });
             }
             // The OpenPGP layer authenticated the slot key, so the slot itself was altered.
             Err(_) if matches!(unlock, Unlock::OpenPgp { .. }) => {
