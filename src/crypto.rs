@@ -67,6 +67,16 @@ impl Secret32 {
         Self::take(&mut bytes)
     }
 
+    /// A second copy in its own locked box (explicit, unlike `Clone`; no copy on the stack).
+    pub fn duplicate(&self) -> Self {
+        init();
+        let mut b = Box::new([0u8; 32]);
+        // SAFETY: b points at 32 valid bytes owned by the box for its whole life.
+        unsafe { ffi::sodium_mlock(b.as_mut_ptr().cast(), 32) };
+        b.copy_from_slice(&self.0[..]);
+        Secret32(b)
+    }
+
     pub fn random() -> Self {
         let mut b = [0u8; 32];
         random_bytes(&mut b);
@@ -392,6 +402,20 @@ mod tests {
         assert_ne!(a.expose(), pwhash_argon2id(b"pasS", &salt, 1, 8 << 20).unwrap().expose());
         assert_ne!(a.expose(), pwhash_argon2id(b"pass", &salt, 2, 8 << 20).unwrap().expose());
         assert!(matches!(pwhash_argon2id(b"pass", &salt, 0, 8 << 20), Err(CryptoError::Pwhash)));
+    }
+
+    /// libsodium's Argon2id equals the independent RustCrypto `argon2` (v1.3, one lane).
+    #[test]
+    fn argon2id_matches_independent_implementation() {
+        let salt = [0x5au8; PWHASH_SALT_LEN];
+        for (ops, kib) in [(1u32, 8192u32), (2, 16384), (3, 8)] {
+            let ours = pwhash_argon2id(b"correct horse", &salt, ops.into(), u64::from(kib) * 1024).unwrap();
+            let params = argon2::Params::new(kib, ops, 1, Some(32)).unwrap();
+            let oracle = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let mut want = [0u8; 32];
+            oracle.hash_password_into(b"correct horse", &salt, &mut want).unwrap();
+            assert_eq!(ours.expose(), &want, "ops {ops}, {kib} KiB");
+        }
     }
 
     #[test]

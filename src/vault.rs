@@ -174,7 +174,7 @@ pub fn read_header(store: &dyn Store) -> Result<VaultHeader> {
 
 /// Creates a new vault in an empty store with one sodium key slot (see `init_with`).
 pub fn init(store: &dyn Store, user_key: &Secret32, chunk_size: u32, uid: u32, gid: u32) -> Result<VaultHeader> {
-    let first = NewSlot::Sodium(Secret32::from_bytes(*user_key.expose()));
+    let first = NewSlot::Sodium(user_key.duplicate());
     init_with(store, &first, Some("sodium"), chunk_size, uid, gid)
 }
 

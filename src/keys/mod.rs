@@ -118,7 +118,7 @@ impl UnlockSpec {
 impl Unlock {
     /// A 32-byte key, for vault-level tests and library users.
     pub fn key(key: &Secret32) -> Self {
-        Unlock::Key { key: Secret32::from_bytes(*key.expose()), source: "the key".into() }
+        Unlock::Key { key: key.duplicate(), source: "the key".into() }
     }
 }
 
@@ -174,9 +174,9 @@ pub fn make_slot(header: &VaultHeader, master: &Secret32, new: &NewSlot, label: 
         return Err(KeyError::Source(format!("a slot label is at most {MAX_LABEL} bytes")));
     }
     let (method, params, slot_key, default_label) = match new {
-        NewSlot::Sodium(k) => (format::SLOT_METHOD_SODIUM, Vec::new(), Secret32::from_bytes(*k.expose()), "sodium".to_string()),
+        NewSlot::Sodium(k) => (format::SLOT_METHOD_SODIUM, Vec::new(), k.duplicate(), "sodium".to_string()),
         NewSlot::Command(k) => {
-            (format::SLOT_METHOD_COMMAND, Vec::new(), Secret32::from_bytes(*k.expose()), "command".to_string())
+            (format::SLOT_METHOD_COMMAND, Vec::new(), k.duplicate(), "command".to_string())
         }
         NewSlot::Passphrase(pass, cost) => {
             let p = passphrase::Params::new(*cost);
@@ -212,7 +212,7 @@ pub fn make_slot(header: &VaultHeader, master: &Secret32, new: &NewSlot, label: 
 
 /// Makes a sodium key slot wrapping `master` under `user_key`.
 pub fn make_sodium_slot(header: &VaultHeader, master: &Secret32, user_key: &Secret32, label: &str, now: i64) -> Slot {
-    let new = NewSlot::Sodium(Secret32::from_bytes(*user_key.expose()));
+    let new = NewSlot::Sodium(user_key.duplicate());
     make_slot(header, master, &new, Some(label), now).expect("a sodium slot with a short label cannot fail")
 }
 

@@ -146,7 +146,7 @@ impl DecryptionHelper for Helper<'_> {
                         }
                     }
                 }
-                let mut pair = key.into_keypair()?;
+                let Ok(mut pair) = key.into_keypair() else { continue };
                 if let Some((algo, session)) = pkesk.decrypt(&mut pair, sym_algo)
                     && decrypt(algo, &session)
                 {

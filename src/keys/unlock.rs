@@ -58,7 +58,7 @@ struct PgpOutcome {
 
 fn slot_key(unlock: &Unlock, slot: &Slot, pgp: &mut PgpOutcome) -> Result<Option<Secret32>, String> {
     match unlock {
-        Unlock::Key { key, .. } => Ok(Some(Secret32::from_bytes(*key.expose()))),
+        Unlock::Key { key, .. } => Ok(Some(key.duplicate())),
         Unlock::Passphrase { pass, .. } => {
             let p = passphrase::Params::decode(&slot.params)?;
             p.derive(&pass.0).map(Some).map_err(|e| e.to_string())
