@@ -15,6 +15,7 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod keyadmin;
+pub mod keyargs;
 pub mod keys;
 pub mod lease;
 pub mod rekey;
