@@ -78,6 +78,12 @@ pub enum Command {
         /// Let other users (e.g. postgres) use the mount; the kernel checks modes and owners.
         #[arg(long)]
         allow_other: bool,
+        /// Mount flag: executing files from the mount is not allowed.
+        #[arg(long)]
+        noexec: bool,
+        /// Mount flag: the kernel does not update access times.
+        #[arg(long)]
+        noatime: bool,
         /// Disable the kernel's write-back page cache (slower; for debugging).
         #[arg(long)]
         no_writeback_cache: bool,
@@ -91,9 +97,18 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         upload_parallelism: usize,
         /// Most ciphertext the cache holds that is not yet in the store; beyond it writes wait
-        /// for uploads (back-pressure), and fail with ENOSPC only after --store-timeout.
-        #[arg(long, default_value = "1G", value_parser = config::parse_size)]
-        cache_dirty_max: u64,
+        /// for uploads (back-pressure), and fail with ENOSPC only after --store-timeout
+        /// [default: 1G, or --cache-size if that is smaller].
+        #[arg(long, value_parser = config::parse_size)]
+        cache_dirty_max: Option<u64>,
+        /// Bound of the whole cache: staged (unstored) bytes plus clean copies of stored packs
+        /// kept for reads of a remote store, evicted least-recently-used. At least
+        /// --cache-dirty-max; 0 keeps no clean data.
+        #[arg(long, default_value = "2G", value_parser = config::parse_size)]
+        cache_size: u64,
+        /// How far ahead of a sequential reader pack data is fetched from a remote store (0: off).
+        #[arg(long, default_value = "8M", value_parser = config::parse_size)]
+        readahead: u64,
         /// Seconds a write waits for room in the cache, and a commit for the store, before failing.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         store_timeout: u64,
@@ -111,6 +126,12 @@ pub enum Command {
         /// else ~/.local/state/pgcryptfs.log].
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Log to syslog/journald (/dev/log) instead of a file when in the background.
+        #[arg(long, conflicts_with = "log_file")]
+        syslog: bool,
+        /// Log level: error, warn, info, debug, trace or off [default: RUST_LOG, else info].
+        #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_level)]
+        log_level: Option<String>,
     },
     /// Drain everything to the store, unmount, and wait for the daemon to exit.
     /// Exits non-zero if anything could not be stored.
@@ -205,19 +226,29 @@ pub fn run(cli: Cli) -> i32 {
             read_only,
             foreground,
             allow_other,
+            noexec,
+            noatime,
             no_writeback_cache,
             commit_interval,
             pack_size,
             threads,
             upload_parallelism,
             cache_dirty_max,
+            cache_size,
+            readahead,
             store_timeout,
             sync_store,
             break_lease,
             log_file,
+            syslog,
+            log_level,
         } => {
             let key = match key.to_spec() {
                 Ok(k) => k,
+                Err(e) => return fail(&e),
+            };
+            let cache_dirty_max = match config::dirty_bound(cache_dirty_max, cache_size) {
+                Ok(d) => d,
                 Err(e) => return fail(&e),
             };
             return daemon::mount(MountConfig {
@@ -234,11 +265,17 @@ pub fn run(cli: Cli) -> i32 {
                 commit_interval: Duration::from_secs(commit_interval.max(1)),
                 pack_size: pack_size.max(1 << 20),
                 log_file,
+                syslog,
+                log_level,
                 break_lease,
                 upload_parallelism,
                 cache_dirty_max,
                 store_timeout: Duration::from_secs(store_timeout.max(1)),
                 sync_store,
+                cache_size,
+                readahead,
+                noexec,
+                noatime,
             });
         }
         Command::Umount { mountpoint } => {

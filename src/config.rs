@@ -33,6 +33,10 @@ pub struct MountConfig {
     pub commit_interval: Duration,
     pub pack_size: u64,
     pub log_file: Option<PathBuf>,
+    /// Log to syslog/journald when daemonized (and no log file is named).
+    pub syslog: bool,
+    /// Log level, overriding RUST_LOG.
+    pub log_level: Option<String>,
     pub break_lease: bool,
     /// Pack uploads at once.
     pub upload_parallelism: usize,
@@ -42,11 +46,32 @@ pub struct MountConfig {
     pub store_timeout: Duration,
     /// fsync returns only once the data is in the store.
     pub sync_store: bool,
+    /// Bound of the whole cache (staged plus clean bytes).
+    pub cache_size: u64,
+    /// Readahead for sequential reads of a remote store.
+    pub readahead: u64,
+    /// Mount flags MS_NOEXEC and MS_NOATIME.
+    pub noexec: bool,
+    pub noatime: bool,
 }
 
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 pub const DEFAULT_COMMIT_SECS: u64 = 30;
 pub const DEFAULT_THREADS: usize = 6;
+
+/// The dirty bound: as given, else 1 GiB or the whole cache's bound if that is smaller. It
+/// cannot exceed a non-zero `cache_size` (0 means no clean data, and bounds nothing else).
+pub fn dirty_bound(dirty: Option<u64>, cache_size: u64) -> Result<u64, String> {
+    const DEFAULT: u64 = 1 << 30;
+    match dirty {
+        Some(d) if cache_size != 0 && d > cache_size => Err(format!(
+            "--cache-dirty-max ({d} bytes) cannot exceed --cache-size ({cache_size} bytes), which bounds the whole cache"
+        )),
+        Some(d) => Ok(d),
+        None if cache_size != 0 => Ok(DEFAULT.min(cache_size)),
+        None => Ok(DEFAULT),
+    }
+}
 
 /// Parses "65536", "64K", "64KiB", "16M", "1G" (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -134,6 +159,16 @@ pub fn canonical_mountpoint(p: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_bound_fits_the_cache() {
+        assert_eq!(dirty_bound(None, 2 << 30), Ok(1 << 30));
+        assert_eq!(dirty_bound(None, 256 << 20), Ok(256 << 20));
+        assert_eq!(dirty_bound(None, 0), Ok(1 << 30));
+        assert_eq!(dirty_bound(Some(5), 0), Ok(5));
+        assert_eq!(dirty_bound(Some(64 << 20), 64 << 20), Ok(64 << 20));
+        assert!(dirty_bound(Some(65 << 20), 64 << 20).unwrap_err().contains("cannot exceed --cache-size"));
+    }
 
     #[test]
     fn sizes() {

@@ -18,6 +18,9 @@ use crate::format;
 use crate::fs::Fs;
 use crate::fuse::FuseFs;
 use crate::keys::Unlock;
+use crate::kmount;
+use crate::logging::{self, LogTarget};
+use crate::notify::Notifier;
 use crate::store;
 use crate::vault::{self, OpenOptions, Vault};
 
@@ -117,6 +120,16 @@ struct Shared {
     umount_waiters: Mutex<usize>,
     answered_cv: Condvar,
     mounted_at: std::time::Instant,
+    /// The service manager, if one asked for notifications (systemd `Type=notify`).
+    notifier: Option<Notifier>,
+}
+
+impl Shared {
+    /// The upload backlog in words, for the service manager's STATUS.
+    fn backlog_status(&self, doing: &str) -> String {
+        let (staged, packs) = self.fs.vault().backlog();
+        format!("{doing} {}: {staged} bytes in {packs} packs not yet in the store", self.mountpoint.display())
+    }
 }
 
 /// The `mount` command. Returns the process exit code.
@@ -190,32 +203,14 @@ fn fail_early(msg: &str) -> i32 {
 }
 
 fn init_logging(cfg: &MountConfig, daemonized: bool) -> Result<(), String> {
-    let mp = cfg.mountpoint.display().to_string();
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info,fuser=error".into()));
-    b.format(move |buf, rec| {
-        let ts = format::Time::now();
-        writeln!(buf, "{}.{:03} {} pgcryptfs[{}] {}: {}", ts.secs, ts.nanos / 1_000_000, rec.level(), std::process::id(), mp, rec.args())
-    });
     // Log lines name files, so the default log is never inside the (untrusted) cache.
-    let log_file = cfg.log_file.clone().or_else(|| daemonized.then(crate::config::default_log_file));
-    if let Some(path) = log_file {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-        b.target(env_logger::Target::Pipe(Box::new(f)));
-    }
-    let _ = b.try_init();
-    // A daemon's stderr is /dev/null: panics must reach the log.
-    std::panic::set_hook(Box::new(|info| {
-        log::error!("panic in thread {:?}: {info}", std::thread::current().name().unwrap_or("?"));
-    }));
-    Ok(())
+    let target = match (&cfg.log_file, cfg.syslog, daemonized) {
+        (Some(f), _, _) => LogTarget::File(f.clone()),
+        (None, true, _) => LogTarget::Syslog,
+        (None, false, true) => LogTarget::File(crate::config::default_log_file()),
+        (None, false, false) => LogTarget::Stderr,
+    };
+    logging::init(&target, cfg.log_level.as_deref(), &cfg.mountpoint.display().to_string())
 }
 
 /// Runs the mount in this process until it is unmounted; reports readiness on `ready`.
@@ -230,9 +225,15 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
             None => fail_early(&msg),
         }
     };
+    // Before any thread exists (it unsets NOTIFY_SOCKET for commands this process runs).
+    let notifier = Notifier::from_env();
     if let Err(e) = init_logging(&cfg, ready.is_some()) {
         return report_err(&mut ready, e);
     }
+    let notifier = notifier.unwrap_or_else(|e| {
+        log::warn!("NOTIFY_SOCKET is set but unusable: {e}");
+        None
+    });
     block_signals();
     let (fs, session, listener) = match start(&cfg, unlock) {
         Ok(x) => x,
@@ -248,6 +249,7 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
         umount_waiters: Mutex::new(0),
         answered_cv: Condvar::new(),
         mounted_at: std::time::Instant::now(),
+        notifier,
     });
     spawn_signal_thread(cfg.mountpoint.clone());
     let uploaders: Vec<_> = if cfg.read_only {
@@ -281,6 +283,9 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
         drop(f);
         redirect_stdio_to_null();
     }
+    if let Some(n) = &shared.notifier {
+        n.ready(&shared.backlog_status("serving"));
+    }
     let run = session.run();
     if let Err(e) = &run {
         log::error!("FUSE session ended with an error: {e}");
@@ -288,8 +293,37 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
     *shared.stop.lock().unwrap() = true;
     shared.stop_cv.notify_all();
     let _ = committer.join();
-    let result = drain(&shared.fs);
+    let result = match &shared.notifier {
+        None => drain(&shared.fs),
+        Some(n) => {
+            n.stopping(&shared.backlog_status("draining"));
+            // While the drain runs: progress, and more time from the service manager for as
+            // long as it takes (systemd would otherwise kill a long drain at TimeoutStopSec).
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        n.send(&format!("EXTEND_TIMEOUT_USEC=30000000\nSTATUS={}", shared.backlog_status("draining")));
+                        let mut stop = shared.stop.lock().unwrap();
+                        for _ in 0..20 {
+                            if done.load(std::sync::atomic::Ordering::Acquire) {
+                                break;
+                            }
+                            stop = shared.stop_cv.wait_timeout(stop, Duration::from_millis(100)).unwrap().0;
+                        }
+                    }
+                });
+                let r = drain(&shared.fs);
+                done.store(true, std::sync::atomic::Ordering::Release);
+                shared.stop_cv.notify_all();
+                r
+            })
+        }
+    };
     shared.fs.vault().stop_uploads();
+    if let Some(rc) = shared.fs.vault().read_cache() {
+        rc.close();
+    }
     for u in uploaders {
         let _ = u.join();
     }
@@ -311,6 +345,26 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
     code
 }
 
+/// The clean read cache's part of `status`.
+fn clean_status(v: &Vault) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    match v.read_cache() {
+        None => " clean_cache=off".into(),
+        Some(rc) => {
+            let s = rc.stats();
+            format!(
+                " clean_bytes={} clean_hits={} clean_misses={} fetched_bytes={} prefetched_blocks={} evicted_blocks={}",
+                rc.bytes(),
+                s.hits.load(Relaxed),
+                s.misses.load(Relaxed),
+                s.fetched_bytes.load(Relaxed),
+                s.prefetched_blocks.load(Relaxed),
+                s.evicted_blocks.load(Relaxed)
+            )
+        }
+    }
+}
+
 /// Opens the vault, binds the control socket and mounts.
 fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
     let store = store::open_store(&cfg.store, &cfg.store_options)?;
@@ -321,6 +375,8 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
         break_lease: cfg.break_lease,
         dirty_max: cfg.cache_dirty_max,
         store_timeout: cfg.store_timeout,
+        cache_size: cfg.cache_size,
+        readahead: cfg.readahead,
     };
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
@@ -338,11 +394,30 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
     fcfg.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
     fcfg.n_threads = Some(cfg.threads.max(1));
     fcfg.clone_fd = true;
-    let session = fuser::Session::new(FuseFs::new(fs.clone(), cfg.writeback_cache, cfg.threads.max(1)), &cfg.mountpoint, &fcfg)
-        .map_err(|e| {
-            let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
-            format!("cannot mount on {}: {e}", cfg.mountpoint.display())
-        })?;
+    let fuse_fs = FuseFs::new(fs.clone(), cfg.writeback_cache, cfg.threads.max(1));
+    let cannot = |e: std::io::Error| {
+        let _ = std::fs::remove_file(control::socket_path(&cfg.mountpoint));
+        format!("cannot mount on {}: {e}", cfg.mountpoint.display())
+    };
+    // SAFETY: geteuid has no preconditions.
+    let session = if unsafe { libc::geteuid() } == 0 {
+        // As root, mount(2) directly: type fuse.pgcryptfs, the store as source.
+        let k = kmount::Options {
+            source: &cfg.store,
+            read_only: cfg.read_only,
+            allow_other: cfg.allow_other,
+            noexec: cfg.noexec,
+            noatime: cfg.noatime,
+        };
+        let fd = kmount::mount(&cfg.mountpoint, &k).map_err(cannot)?;
+        // The handshake reads the kernel's INIT, which the mount has just queued.
+        fuser::Session::from_fd(fuse_fs, fd, fcfg.acl, fcfg).map_err(|e| {
+            let _ = unmount(&cfg.mountpoint, true);
+            cannot(e)
+        })?
+    } else {
+        fuser::Session::new(fuse_fs, &cfg.mountpoint, &fcfg).map_err(cannot)?
+    };
     tune_bdi(&cfg.mountpoint);
     Ok((fs, session, listener))
 }
@@ -405,7 +480,7 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 v.stats.segments.load(Relaxed),
                 u.retries,
                 u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
-            )));
+            ) + &clean_status(v)));
         }
         "UMOUNT" => {
             *shared.umount_waiters.lock().unwrap() += 1;
@@ -443,15 +518,25 @@ fn commit_loop(shared: Arc<Shared>, every: Duration) {
     let renew_every = Duration::from_secs((crate::vault::LEASE_TTL_SECS / 3) as u64);
     let mut next_commit = std::time::Instant::now() + every;
     let mut next_renew = std::time::Instant::now() + renew_every;
+    let status_every = Duration::from_secs(5);
+    let mut next_status = std::time::Instant::now() + status_every;
     let mut stop = shared.stop.lock().unwrap();
     loop {
-        let wake = next_commit.min(next_renew).saturating_duration_since(std::time::Instant::now());
+        let mut wake_at = next_commit.min(next_renew);
+        if shared.notifier.is_some() {
+            wake_at = wake_at.min(next_status);
+        }
+        let wake = wake_at.saturating_duration_since(std::time::Instant::now());
         stop = shared.stop_cv.wait_timeout(stop, wake).unwrap().0;
         if *stop {
             return;
         }
         drop(stop);
         let now = std::time::Instant::now();
+        if let Some(n) = shared.notifier.as_ref().filter(|_| now >= next_status) {
+            n.status(&shared.backlog_status("serving"));
+            next_status = now + status_every;
+        }
         if now >= next_renew {
             if let Err(e) = shared.fs.vault().renew_lease() {
                 log::error!("renewing the writer lease failed: {e}");

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::cache::CacheError;
 use crate::catalog::{self, CatalogError, SetAttr};
 use crate::crypto;
-use crate::format::{self, Id, Kind, Time};
+use crate::format::{self, ChunkRef, Id, Kind, Time};
 use crate::vault::{Vault, VaultError};
 
 /// A POSIX error number. `errno_of` is the only place errors become one.
@@ -120,7 +120,12 @@ pub struct Fs {
     files: Mutex<HashMap<u64, Arc<Mutex<FileData>>>>,
     handles: Mutex<HashMap<u64, u64>>,
     next_fh: AtomicU64,
+    /// Where the last read of each recently read file ended (readahead's sequential test).
+    read_ends: Mutex<lru::LruCache<u64, u64>>,
 }
+
+/// Files whose last read position is remembered for readahead.
+const READ_ENDS: usize = 1024;
 
 impl Fs {
     pub fn new(vault: Vault) -> Self {
@@ -130,6 +135,7 @@ impl Fs {
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            read_ends: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(READ_ENDS).unwrap())),
         }
     }
 
@@ -435,7 +441,37 @@ impl Fs {
             crypto::wipe(&mut out);
             return Err(self.verr(e, || format!("reading {} (inode {ino}) chunk {index}", self.path(ino))));
         }
+        self.read_ahead(ino, offset, end, fsize);
         Ok(out)
+    }
+
+    /// A sequential reader of a remote store gets the file's next chunks fetched ahead, by
+    /// file position (a file's chunks need not be in pack order). The window is topped up once
+    /// its middle is no longer in the clean cache.
+    fn read_ahead(&self, ino: u64, offset: u64, end: u64, fsize: u64) {
+        let window = self.vault.read_cache().map_or(0, |rc| rc.readahead());
+        if window == 0 || end >= fsize {
+            return;
+        }
+        // The kernel's own readahead reorders reads a little: near the last end counts.
+        let prev = self.read_ends.lock().unwrap().put(ino, end);
+        if offset != 0 && !prev.is_some_and(|p| offset.abs_diff(p) <= window) {
+            return;
+        }
+        let cs = self.vault.chunk_size() as u64;
+        let last = (end + window).min(fsize) - 1;
+        let chunks: Vec<ChunkRef> = {
+            let cat = self.vault.catalog();
+            let Ok(i) = cat.get(ino) else { return };
+            let probe = (end + window / 2).min(last) / cs;
+            if let (Some(c), Some(rc)) = (i.chunk(probe), self.vault.read_cache())
+                && rc.has(&c.pack, c.offset + c.len as u64 - 1)
+            {
+                return;
+            }
+            (end / cs..=last / cs).filter_map(|index| i.chunk(index)).collect()
+        };
+        self.vault.prefetch(&chunks);
     }
 
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::cache::{Cache, CacheError};
 use crate::catalog::{Catalog, CatalogError};
@@ -18,6 +18,7 @@ use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, Vaul
 use crate::audit;
 use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
+use crate::readcache::ReadCache;
 use crate::store::{Store, StoreError};
 use crate::uploads::Uploads;
 
@@ -115,6 +116,11 @@ pub struct OpenOptions<'a> {
     pub dirty_max: u64,
     /// How long a write waits for room, and a commit for its uploads, before failing.
     pub store_timeout: std::time::Duration,
+    /// The whole cache's bound (staged plus clean bytes); 0 keeps no clean data. Clean data
+    /// is kept only for remote stores.
+    pub cache_size: u64,
+    /// Bytes read ahead of a sequential reader of a remote store.
+    pub readahead: u64,
 }
 
 impl Default for OpenOptions<'_> {
@@ -126,6 +132,8 @@ impl Default for OpenOptions<'_> {
             break_lease: false,
             dirty_max: 1 << 30,
             store_timeout: std::time::Duration::from_secs(300),
+            cache_size: 2 << 30,
+            readahead: 8 << 20,
         }
     }
 }
@@ -136,8 +144,11 @@ pub const LEASE_TTL_SECS: i64 = 60;
 pub struct Vault {
     pub header: VaultHeader,
     keys: VaultKeys,
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
     cache: Option<Cache>,
+    /// Clean blocks of stored packs (remote stores only).
+    read_cache: Option<ReadCache>,
+    cache_size: u64,
     catalog: Mutex<Catalog>,
     head: Mutex<Head>,
     commit: Mutex<Option<FrozenCommit>>,
@@ -284,6 +295,7 @@ impl Vault {
 
     /// Opens a vault: unlock, load metadata, and (writable) lock the cache and recover it.
     pub fn open_with(store: Box<dyn Store>, user_key: &Unlock, opts: &OpenOptions) -> Result<Self> {
+        let store: Arc<dyn Store> = Arc::from(store);
         let header = read_header(store.as_ref())?;
         match store.get(REKEY_PENDING_OBJECT) {
             Ok(_) => {
@@ -302,6 +314,19 @@ impl Vault {
             (false, None) => return Err(VaultError::NotAVault("a writable mount needs a cache directory".into())),
             (true, _) => None,
         };
+        let read_cache = match (opts.cache_root, &cache) {
+            _ if !store.is_remote() || opts.cache_size == 0 => None,
+            (_, Some(c)) => Some(ReadCache::open(c.dir().join("clean"), store.clone(), opts.cache_size, opts.readahead)),
+            (Some(root), None) => Some(ReadCache::open_private(
+                &root.join(format::hex(&header.vault_id)),
+                store.clone(),
+                opts.cache_size,
+                opts.readahead,
+            )),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(|source| CacheError::Io { what: "opening the clean read cache".into(), source })?;
         // A writer takes the lease before it reads the metadata it will extend.
         let lease = match &cache {
             Some(c) => {
@@ -329,6 +354,8 @@ impl Vault {
             keys,
             store,
             cache,
+            read_cache,
+            cache_size: opts.cache_size,
             catalog: Mutex::new(catalog),
             head: Mutex::new(head),
             commit: Mutex::new(None),
@@ -458,6 +485,9 @@ impl Vault {
         let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
         let tag = crypto::seal_into(&self.keys.data, &aad, plain, &mut sealed);
         let (pack, offset) = cache.append_chunk(&sealed)?;
+        if let Some(rc) = &self.read_cache {
+            rc.set_budget(self.clean_budget()); // staged data takes room from clean data
+        }
         if pipelined {
             self.uploads.enqueue(cache.take_closed_packs(false)?);
         }
@@ -479,21 +509,56 @@ impl Vault {
     }
 
     /// Sealed bytes of `len` bytes at `offset` of a pack: from the cache while it is staged,
-    /// else from the store.
-    fn pack_range(&self, pack: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
+    /// else through the clean read cache (remote stores), else from the store. The flag says
+    /// the bytes came from the clean cache (which `verified` may have to drop).
+    fn pack_range(&self, pack: &Id, offset: u64, len: usize) -> Result<(Vec<u8>, bool)> {
         if let Some(cache) = &self.cache
             && let Some(s) = cache.read_staging(pack, offset, len)?
         {
-            return Ok(s);
+            return Ok((s, false));
         }
-        self.store
-            .get_range(&format::pack_name(pack), offset, len)
-            .map_err(|e| VaultError::Chunk(format!("pack {} offset {offset}: {e}", format::hex(pack))))
+        let at = |e: StoreError| VaultError::Chunk(format!("pack {} offset {offset}: {e}", format::hex(pack)));
+        if let Some(rc) = &self.read_cache {
+            rc.set_budget(self.clean_budget());
+            return rc.read(pack, offset, len).map(|b| (b, true)).map_err(at);
+        }
+        self.store.get_range(&format::pack_name(pack), offset, len).map(|b| (b, false)).map_err(at)
+    }
+
+    /// Bytes the clean cache may hold: the cache's bound minus what is staged.
+    fn clean_budget(&self) -> u64 {
+        self.cache_size.saturating_sub(self.cache.as_ref().map_or(0, |c| c.staged_bytes()))
+    }
+
+    /// Fetches these chunks into the clean cache in the background (readahead), skipping
+    /// chunks still staged here; adjacent chunks become one range.
+    pub fn prefetch(&self, chunks: &[ChunkRef]) {
+        let Some(rc) = &self.read_cache else { return };
+        let staged = |p: &Id| self.cache.as_ref().is_some_and(|c| c.staging_file(p).exists());
+        let mut i = 0;
+        while i < chunks.len() {
+            let (pack, start) = (chunks[i].pack, chunks[i].offset);
+            let mut end = start + chunks[i].len as u64;
+            i += 1;
+            while i < chunks.len() && chunks[i].pack == pack && chunks[i].offset == end {
+                end += chunks[i].len as u64;
+                i += 1;
+            }
+            if !staged(&pack) {
+                rc.prefetch(&pack, start, end - start);
+            }
+        }
+    }
+
+    /// The clean read cache, if this mount keeps one.
+    pub fn read_cache(&self) -> Option<&ReadCache> {
+        self.read_cache.as_ref()
     }
 
     /// Reads and authenticates several chunks of one file, fetching runs that are adjacent in
-    /// a pack with one ranged read; `visit(index, plaintext)` sees each in order. An error
-    /// names the chunk index it failed on.
+    /// a pack with one ranged read; `visit(index, plaintext)` sees each in order (and sees a
+    /// chunk again if its run is reread from the store after the clean cache failed it). An
+    /// error names the chunk index it failed on.
     pub fn read_chunks(
         &self,
         file_id: &Id,
@@ -510,29 +575,62 @@ impl Vault {
                 end += chunks[j].1.len as u64;
                 j += 1;
             }
-            let run = self.pack_range(&first.pack, first.offset, (end - first.offset) as usize).map_err(|e| (chunks[i].0, e))?;
-            for (index, c) in &chunks[i..j] {
-                let at = (c.offset - first.offset) as usize;
-                if let Err(e) = self.open_chunk(file_id, *index, c, &run[at..at + c.len as usize], &mut plain) {
-                    crypto::wipe(&mut plain);
-                    return Err((*index, e));
-                }
-                if plain.len() > self.header.chunk_size as usize {
-                    crypto::wipe(&mut plain);
-                    return Err((*index, VaultError::Chunk("chunk longer than the chunk size".into())));
-                }
-                visit(*index, &plain);
+            let len = (end - first.offset) as usize;
+            let (run, from_clean) = self.pack_range(&first.pack, first.offset, len).map_err(|e| (chunks[i].0, e))?;
+            let mut r = self.open_run(file_id, &chunks[i..j], &run, &mut plain, &mut visit);
+            if let (Err((_, e)), true, Some(rc)) = (&r, from_clean, &self.read_cache) {
+                // A damaged clean cache costs a GET, never an EIO: drop its blocks, ask the store.
+                log::warn!(
+                    "clean cache: pack {} offset {} failed authentication ({e}); reading the store",
+                    format::hex(&first.pack),
+                    first.offset
+                );
+                rc.invalidate(&first.pack, first.offset, len);
+                let fresh = self.store.get_range(&format::pack_name(&first.pack), first.offset, len).map_err(|e| {
+                    (chunks[i].0, VaultError::Chunk(format!("pack {} offset {}: {e}", format::hex(&first.pack), first.offset)))
+                })?;
+                r = self.open_run(file_id, &chunks[i..j], &fresh, &mut plain, &mut visit);
             }
+            r?;
             i = j;
         }
         crypto::wipe(&mut plain);
         Ok(())
     }
 
-    /// Reads and authenticates one chunk. The error names the pack and what failed.
+    /// Opens the chunks of one run (`run` starts at the first chunk's offset) and visits them.
+    fn open_run(
+        &self,
+        file_id: &Id,
+        chunks: &[(u64, ChunkRef)],
+        run: &[u8],
+        plain: &mut Vec<u8>,
+        visit: &mut impl FnMut(u64, &[u8]),
+    ) -> std::result::Result<(), (u64, VaultError)> {
+        let base = chunks[0].1.offset;
+        for (index, c) in chunks {
+            let at = (c.offset - base) as usize;
+            if let Err(e) = self.open_chunk(file_id, *index, c, &run[at..at + c.len as usize], plain) {
+                crypto::wipe(plain);
+                return Err((*index, e));
+            }
+            if plain.len() > self.header.chunk_size as usize {
+                crypto::wipe(plain);
+                return Err((*index, VaultError::Chunk("chunk longer than the chunk size".into())));
+            }
+            visit(*index, plain);
+        }
+        Ok(())
+    }
+
+    /// Reads and authenticates one chunk into `out`. The error names the pack and what failed.
     pub fn read_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, out: &mut Vec<u8>) -> Result<()> {
-        let sealed = self.pack_range(&c.pack, c.offset, c.len as usize)?;
-        self.open_chunk(file_id, index, c, &sealed, out)
+        out.clear();
+        self.read_chunks(file_id, &[(index, *c)], |_, plain| {
+            out.clear();
+            out.extend_from_slice(plain);
+        })
+        .map_err(|(_, e)| e)
     }
 
     /// Checks a sealed chunk against the tag the metadata records, then opens it.
@@ -860,6 +958,41 @@ mod tests {
         }
     }
 
+    /// The same, posing as a remote store (so the vault keeps a clean read cache).
+    struct Remote(Arc<MemStore>);
+    impl Store for Remote {
+        fn describe(&self) -> String {
+            "remote memory".into()
+        }
+        fn put(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
+            self.0.put(k, d)
+        }
+        fn put_new(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
+            self.0.put_new(k, d)
+        }
+        fn get(&self, k: &str) -> crate::store::Result<Vec<u8>> {
+            self.0.get(k)
+        }
+        fn get_range(&self, k: &str, o: u64, l: usize) -> crate::store::Result<Vec<u8>> {
+            self.0.get_range(k, o, l)
+        }
+        fn get_range_upto(&self, k: &str, o: u64, l: usize) -> crate::store::Result<Vec<u8>> {
+            self.0.get_range_upto(k, o, l)
+        }
+        fn is_remote(&self) -> bool {
+            true
+        }
+        fn list(&self, p: &str) -> crate::store::Result<Vec<(String, u64)>> {
+            self.0.list(p)
+        }
+        fn delete(&self, k: &str) -> crate::store::Result<()> {
+            self.0.delete(k)
+        }
+        fn is_empty(&self) -> crate::store::Result<bool> {
+            self.0.is_empty()
+        }
+    }
+
     fn err_of(r: Result<Vault>) -> VaultError {
         match r {
             Err(e) => e,
@@ -940,6 +1073,49 @@ mod tests {
         assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
         assert_eq!(read_file(&v, b"b").unwrap(), b"beta");
         assert_eq!(v.catalog().lookup(crate::catalog::ROOT, b"b").unwrap().attr.size, 4);
+    }
+
+    #[test]
+    fn a_damaged_clean_cache_is_refetched_but_a_damaged_store_is_an_error() {
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let c1 = tempfile::tempdir().unwrap();
+        let v = open(&mem, c1.path()).unwrap();
+        write_file(&v, b"a", b"alpha");
+        assert!(v.commit().unwrap());
+        v.release_lease().unwrap();
+        drop(v);
+        let root = tempfile::tempdir().unwrap();
+        let opts = OpenOptions { read_only: true, cache_root: Some(root.path()), readahead: 0, ..Default::default() };
+        let v = Vault::open(Box::new(Remote(mem.clone())), &key(), &opts).unwrap();
+        assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
+        let rc = v.read_cache().expect("a remote store gets a clean cache");
+        assert_eq!((rc.stats().misses.load(Ordering::Relaxed), rc.bytes() > 0), (1, true));
+        // Flip a bit in every cached block: the read still returns the right bytes, from the store.
+        let vault_dir = root.path().join(format::hex(&v.header.vault_id));
+        let private = std::fs::read_dir(&vault_dir).unwrap().next().unwrap().unwrap().path();
+        let mut flipped = 0;
+        for e in std::fs::read_dir(&private).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap() != "lock" {
+                let mut b = std::fs::read(&p).unwrap();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                std::fs::write(&p, b).unwrap();
+                flipped += 1;
+            }
+        }
+        assert_eq!(flipped, 1);
+        assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
+        // Damage in the store itself is an error, whatever the cache holds.
+        let (name, mut pack) = mem.list("packs/").unwrap().into_iter().map(|(n, _)| (n.clone(), mem.get(&n).unwrap())).next().unwrap();
+        let last = pack.len() - 1;
+        pack[last] ^= 1;
+        mem.put(&name, &pack).unwrap();
+        rc.invalidate(&format::parse_hex_id(name.trim_start_matches("packs/")).unwrap(), 0, 1 << 20);
+        assert!(matches!(read_file(&v, b"a"), Err(VaultError::Chunk(_))));
+        drop(v);
+        assert!(!private.exists(), "a read-only mount's clean cache goes with it");
     }
 
     #[test]

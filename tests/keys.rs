@@ -314,3 +314,51 @@ fn rekey_is_resumable_and_leaves_nothing_of_the_old_key() {
     assert!(e.contains("failed authentication"), "{e}");
     assert!(!is_mounted(&v.mnt));
 }
+
+/// mount(8) options for every unlock method map 1:1 to the flags (`pgp_key_file=` →
+/// `--pgp-key-file`); an OpenPGP vault mounts through the `mount.pgcryptfs` helper.
+#[test]
+#[serial]
+fn mount_helper_options_for_every_method() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let helper = dir.path().join("mount.pgcryptfs");
+    std::os::unix::fs::symlink(BIN, &helper).unwrap();
+    let fake = |opts: &str| {
+        let o = run(std::process::Command::new(&helper).args(["/v", "/m", "-fv", "-o", opts]));
+        assert!(o.status.success(), "{opts}: {}", stderr(&o));
+        stderr(&o)
+    };
+    for (opt, flag) in [
+        ("key_file=/k,key_transform=hex", "--key-file /k --key-transform hex"),
+        ("key_env=K", "--key-env K"),
+        ("key_command=/usr/bin/get-key", "--key-command /usr/bin/get-key"),
+        ("passphrase_file=/p", "--passphrase-file /p"),
+        ("passphrase_env=P", "--passphrase-env P"),
+        ("pgp_key_file=/s.asc,pgp_passphrase_file=/pp", "--pgp-key-file /s.asc --pgp-passphrase-file /pp"),
+        ("pgp_key_file=/s.asc,pgp_passphrase_env=PP", "--pgp-key-file /s.asc --pgp-passphrase-env PP"),
+    ] {
+        let e = fake(opt);
+        assert!(e.contains(&format!("running pgcryptfs mount /v /m {flag}")), "{opt}: {e}");
+    }
+    let o = run(std::process::Command::new(&helper).args(["/v", "/m", "-f", "-o", "key_file=/k,pgp_key_file=/s"]));
+    assert!(!o.status.success(), "two unlock sources are refused");
+
+    let key = gpg::generate(dir.path(), "helper", "rsa3072", Some("helper pass"));
+    let v = Vault::with_key(&key.cert_args(), &key.unlock_args());
+    {
+        let m = v.mount(&[]);
+        std::fs::write(m.v.path("file"), b"through mount.pgcryptfs").unwrap();
+        m.umount();
+    }
+    let opts = format!(
+        "ro,pgp_key_file={},pgp_passphrase_file={},log_file={}",
+        p(&key.secret),
+        p(key.passphrase_file.as_ref().unwrap()),
+        p(&v.log)
+    );
+    must(std::process::Command::new(&helper).arg(&v.url).arg(&v.mnt).args(["-o", &opts]));
+    assert!(is_mounted(&v.mnt));
+    let read = std::fs::read(v.path("file"));
+    must(std::process::Command::new(BIN).arg("umount").arg(&v.mnt));
+    assert_eq!(read.unwrap(), b"through mount.pgcryptfs");
+}

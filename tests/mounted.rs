@@ -2,6 +2,8 @@
 //! Each test mounts its own vault; `serial` keeps them from competing for the machine's 2 cores.
 
 mod common;
+#[path = "mounted/system.rs"]
+mod system;
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -591,14 +593,6 @@ fn store_outage_blocks_at_the_dirty_bound_and_drains_after() {
         .args(["bs=1M", "conv=fsync", "status=none"])
         .spawn()
         .unwrap();
-    let status = |v: &Vault| {
-        let o = run(Command::new("timeout").arg("10").arg(BIN).arg("status").arg(&v.mnt));
-        assert!(o.status.success(), "status: {}", stderr(&o));
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let field = |s: &str, name: &str| -> u64 {
-        s.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))?.parse().ok()).unwrap()
-    };
     // Wait for the cache to fill up to the bound; the writer must still be waiting then.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut st = status(&v);
@@ -626,4 +620,125 @@ fn store_outage_blocks_at_the_dirty_bound_and_drains_after() {
     m.umount();
     let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("during")).unwrap() == fs::read(&src).unwrap());
+}
+
+/// A restore from S3 streams through the clean cache: readahead fetches whole blocks ahead of
+/// the reader, the cache stays within --cache-size, a second read after the kernel dropped its
+/// pages costs no GET, and a read-only mount's clean directory goes with it.
+#[test]
+#[serial]
+fn restore_from_s3_reads_ahead_within_a_bounded_clean_cache() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "restore");
+    let src = v.dir.path().join("source");
+    fs::write(&src, pattern(7, 20 << 20)).unwrap();
+    let m = v.mount(&["--pack-size", "4M"]);
+    must(Command::new("cp").arg(&src).arg(v.path("base.tar")));
+    m.umount();
+    let cmp = |v: &Vault| must(Command::new("timeout").arg("60").arg("cmp").arg(&src).arg(v.path("base.tar")));
+
+    fs::remove_dir_all(&v.cache).unwrap();
+    let m = v.mount(&["--read-only", "--cache-size", "12M", "--readahead", "4M"]);
+    let before = s3.gets.load(SeqCst);
+    cmp(&v);
+    let st = status(&v);
+    let gets = s3.gets.load(SeqCst) - before;
+    assert!(field(&st, "clean_bytes") <= 12 << 20, "the clean cache stays within --cache-size: {st}");
+    assert!(field(&st, "evicted_blocks") > 0 && field(&st, "prefetched_blocks") >= 10, "{st}");
+    // Every byte fetched once (plus at most a readahead window past the end of a pack).
+    let sealed = fs::metadata(&src).unwrap().len() * 65552 / 65536;
+    assert!(field(&st, "fetched_bytes") <= sealed + (4 << 20), "fetched too much: {st}");
+    assert!(gets <= 20 + 8, "{gets} GETs for 20 MiB in 1 MiB blocks: {st}");
+    let private: Vec<_> = walk(&v.cache).into_iter().filter(|p| p.to_string_lossy().contains("/ro-")).collect();
+    assert!(!private.is_empty(), "the read-only mount keeps its clean blocks under the cache dir");
+    m.umount();
+    assert!(walk(&v.cache).iter().all(|p| !p.to_string_lossy().contains("/ro-")), "and removes them at unmount");
+
+    let _m = v.mount(&["--read-only"]);
+    cmp(&v);
+    let after_first = s3.gets.load(SeqCst);
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    cmp(&v);
+    let st = status(&v);
+    assert_eq!(s3.gets.load(SeqCst), after_first, "a second read is served by the clean cache: {st}");
+    assert!(field(&st, "clean_hits") >= 20, "{st}");
+}
+
+/// S3 credentials, region and endpoint from an AWS profile (`~/.aws/credentials` and
+/// `~/.aws/config`, chosen by AWS_PROFILE) when the environment has none.
+#[test]
+#[serial]
+fn s3_settings_from_an_aws_profile() {
+    let s3 = common::s3::S3Server::start();
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join(".aws")).unwrap();
+    fs::write(
+        home.path().join(".aws/credentials"),
+        format!("[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n", common::s3::ACCESS_KEY, common::s3::SECRET_KEY),
+    )
+    .unwrap();
+    fs::write(
+        home.path().join(".aws/config"),
+        format!("[profile backup]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{}\n", s3.port),
+    )
+    .unwrap();
+    let key = home.path().join("key");
+    fs::write(&key, "ab".repeat(32)).unwrap();
+    let init = |profile: &str| {
+        let mut c = Command::new(BIN);
+        c.args(["init", "s3://backups/profiled", "--store-opt", "allow_http=true", "--store-opt", "path_style=true"]);
+        c.arg("--key-file").arg(&key).args(["--key-transform", "hex"]);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"] {
+            c.env_remove(var);
+        }
+        c.env("HOME", home.path()).env("AWS_PROFILE", profile);
+        run(&mut c)
+    };
+    let o = init("nope");
+    assert!(!o.status.success() && stderr(&o).contains("AWS_PROFILE=nope"), "{}", stderr(&o));
+    let o = init("backup");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s3.objects("profiled").join("pgcryptfs.vault").exists());
+}
+
+/// A slow store (every request held for seconds) does not slow fsync below the dirty bound:
+/// `dd conv=fsync` returns while nothing is stored yet, `sync` then waits for the store, and
+/// every byte reads back from the store alone. With `--sync-store`, fsync waits for the store.
+#[test]
+#[serial]
+fn a_slow_store_delays_only_what_waits_for_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "slow");
+    let src = v.dir.path().join("source");
+    fs::write(&src, pattern(5, 6 << 20)).unwrap();
+    let dd = |to: &str| {
+        must(Command::new("timeout").arg("120").arg("dd").arg(format!("if={}", src.display())).arg(format!("of={}", v.path(to).display())).args([
+            "bs=1M",
+            "conv=fsync",
+            "status=none",
+        ]))
+    };
+    let m = v.mount(&["--pack-size", "1M"]);
+    s3.delay_ms.store(2500, SeqCst);
+    dd("fast-fsync");
+    let st = status(&v);
+    assert_eq!(field(&st, "puts"), 0, "fsync returned before the store had anything: {st}");
+    assert!(field(&st, "staged_bytes") >= 6 << 20, "{st}");
+    must(Command::new("timeout").arg("120").arg(BIN).arg("sync").arg(&v.mnt));
+    let st = status(&v);
+    assert!(field(&st, "staged_bytes") == 0 && field(&st, "puts") >= 6, "sync waited for the store: {st}");
+    s3.delay_ms.store(0, SeqCst);
+    m.umount();
+    let m = v.mount(&["--pack-size", "1M", "--sync-store"]);
+    s3.delay_ms.store(1000, SeqCst);
+    dd("store-fsync");
+    let st = status(&v);
+    assert!(field(&st, "puts") >= 6 && field(&st, "staged_bytes") == 0, "--sync-store: fsync waited for the store: {st}");
+    s3.delay_ms.store(0, SeqCst);
+    m.umount();
+    let _m = v.mount_from_store_only();
+    let want = fs::read(&src).unwrap();
+    assert!(fs::read(v.path("fast-fsync")).unwrap() == want && fs::read(v.path("store-fsync")).unwrap() == want);
 }

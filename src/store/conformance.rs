@@ -25,6 +25,10 @@ pub fn run(s: &dyn Store) -> Result<(), String> {
         matches!(s.get_range("packs/a", 6, 6), Err(StoreError::ShortObject { .. })),
         "a range past the end must be ShortObject"
     );
+    check!(s.get_range_upto("packs/a", 6, 100).map_err(e)? == b"world", "get_range_upto stops at the end");
+    check!(s.get_range_upto("packs/a", 11, 4).map_err(e)?.is_empty(), "get_range_upto at the end is empty");
+    check!(s.get_range_upto("packs/a", 50, 4).map_err(e)?.is_empty(), "get_range_upto past the end is empty");
+    check!(matches!(s.get_range_upto("packs/zz", 0, 1), Err(StoreError::NotFound(_))), "range of a missing object (upto)");
     check!(matches!(s.get_range("packs/zz", 0, 1), Err(StoreError::NotFound(_))), "range of a missing object");
     s.put("packs/a", b"replaced").map_err(e)?;
     check!(s.get("packs/a").map_err(e)? == b"replaced", "put replaces");

@@ -148,6 +148,21 @@ impl Store for LocalStore {
         Ok(buf)
     }
 
+    fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let f = self.open_for_read(key)?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = f.read_at(&mut buf[done..], offset + done as u64).map_err(Self::io(key))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         // Prefixes used by pgcryptfs are "dir/" or a whole key; walk the directory part.
         let (dir_part, name_prefix) = match prefix.rfind('/') {

@@ -9,12 +9,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod aws_profile;
 pub mod conformance;
 mod local;
 mod remote;
 
 pub use local::LocalStore;
-pub use remote::RemoteStore;
+pub use remote::{OPTION_NAMES as STORE_OPTIONS, RemoteStore};
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -65,6 +66,19 @@ pub trait Store: Send + Sync {
     }
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Up to `len` bytes at `offset`: fewer where the object ends, none if it ends before
+    /// `offset` (readahead does not know where a pack ends).
+    fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match self.get_range(key, offset, len) {
+            Err(StoreError::ShortObject { have, .. }) if have > offset => self.get_range(key, offset, (have - offset) as usize),
+            Err(StoreError::ShortObject { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+    /// True for stores across a network, whose reads are worth keeping in the clean cache.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Names and sizes of all objects whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     /// Deletes `key`; deleting a missing key is not an error.
@@ -147,6 +161,12 @@ impl Store for MemStore {
             return Err(StoreError::ShortObject { key: key.to_string(), want: end as u64, have: v.len() as u64 });
         }
         Ok(v[offset as usize..end].to_vec())
+    }
+    fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let o = self.objects.lock().unwrap();
+        let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let start = (offset as usize).min(v.len());
+        Ok(v[start..(start + len).min(v.len())].to_vec())
     }
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let o = self.objects.lock().unwrap();

@@ -32,6 +32,13 @@ fn store_err(key: &str, e: object_store::Error) -> StoreError {
     }
 }
 
+/// object_store's own retries, kept short: the upload workers retry for ever with their own
+/// backoff and report each failure in `status`, and a lease renewal must give up well within
+/// the lease's lifetime (the default would retry a request for up to three minutes).
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig { max_retries: 3, retry_timeout: std::time::Duration::from_secs(15), ..Default::default() }
+}
+
 /// Reads `KEY=VALUE` lines (blank lines and `#` comments allowed) of a credentials file.
 fn read_credentials(path: &str) -> std::result::Result<Vec<(String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read credentials file {path}: {e}"))?;
@@ -72,8 +79,9 @@ impl RemoteStore {
         let bad = |k: &str| format!("{url}: option {k} does not apply to {scheme}:// stores");
         let inner: Arc<dyn ObjectStore> = match scheme {
             "s3" => {
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-                for (k, v) in &pairs {
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry());
+                let profile = super::aws_profile::settings(&|k| std::env::var(k).ok())?;
+                for (k, v) in profile.iter().chain(&pairs) {
                     let key = match k.as_str() {
                         "endpoint" => AmazonS3ConfigKey::Endpoint,
                         "region" => AmazonS3ConfigKey::Region,
@@ -85,7 +93,7 @@ impl RemoteStore {
                 Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?)
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry());
                 for (k, v) in &pairs {
                     let key: GoogleConfigKey = match k.as_str() {
                         "allow_http" => {
@@ -99,7 +107,7 @@ impl RemoteStore {
                 Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?)
             }
             "az" | "azure" => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket).with_retry(retry());
                 for (k, v) in &pairs {
                     let key: AzureConfigKey = match k.as_str() {
                         "endpoint" => AzureConfigKey::Endpoint,
@@ -130,6 +138,26 @@ impl RemoteStore {
         if self.prefix.is_empty() { s.to_string() } else { s.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(s).to_string() }
     }
 
+    /// Up to `len` bytes at `offset` (object_store clamps a range that runs past the end); empty
+    /// if the object ends before `offset`.
+    fn range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        let end = offset + len as u64;
+        match self.rt.block_on(self.inner.get_range(&p, offset..end)) {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_string())),
+            Err(other) => {
+                // 416 Range Not Satisfiable: the object ends before `offset`.
+                let msg = other.to_string();
+                if msg.contains("416") || msg.contains("Range Not Satisfiable") || msg.contains("InvalidRange") {
+                    Ok(Vec::new())
+                } else {
+                    Err(StoreError::Io { key: key.to_string(), source: std::io::Error::other(msg) })
+                }
+            }
+        }
+    }
+
     fn put_mode(&self, key: &str, data: PutPayload, mode: PutMode) -> Result<()> {
         let opts = PutOptions { mode, ..Default::default() };
         self.rt.block_on(self.inner.put_opts(&self.path(key), data, opts)).map(|_| ()).map_err(|e| store_err(key, e))
@@ -150,8 +178,19 @@ impl Store for RemoteStore {
     }
 
     fn put_file(&self, key: &str, path: &Path) -> Result<()> {
-        let data = std::fs::read(path).map_err(|source| StoreError::Io { key: key.to_string(), source })?;
-        self.put_mode(key, PutPayload::from(data), PutMode::Overwrite)
+        // Mapped, not read: the pack's pages are shared with the page cache (where the staging
+        // writes left them) instead of copied onto the heap, one pack per upload in flight.
+        let io = |source| StoreError::Io { key: key.to_string(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let payload = if file.metadata().map_err(io)?.len() == 0 {
+            PutPayload::new()
+        } else {
+            // SAFETY: staging packs are closed before upload and never written or truncated
+            // again; the map lives until the request that reads it is done.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+            PutPayload::from(bytes::Bytes::from_owner(map))
+        };
+        self.put_mode(key, payload, PutMode::Overwrite)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -163,24 +202,20 @@ impl Store for RemoteStore {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let p = self.path(key);
-        let end = offset + len as u64;
-        let bytes = self.rt.block_on(self.inner.get_range(&p, offset..end)).map_err(|e| match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
-            other => {
-                // A range past the end is the store telling us the object is too short.
-                let msg = other.to_string();
-                if msg.contains("416") || msg.to_ascii_lowercase().contains("range") {
-                    StoreError::ShortObject { key: key.to_string(), want: end, have: 0 }
-                } else {
-                    StoreError::Io { key: key.to_string(), source: std::io::Error::other(msg) }
-                }
-            }
-        })?;
+        let bytes = self.range(key, offset, len)?;
         if bytes.len() != len {
-            return Err(StoreError::ShortObject { key: key.to_string(), want: end, have: offset + bytes.len() as u64 });
+            let have = if bytes.is_empty() { 0 } else { offset + bytes.len() as u64 };
+            return Err(StoreError::ShortObject { key: key.to_string(), want: offset + len as u64, have });
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
+    }
+
+    fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.range(key, offset, len)
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {

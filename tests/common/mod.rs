@@ -262,6 +262,21 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `pgcryptfs status` of the vault's mount (bounded: it must never hang).
+pub fn status(v: &Vault) -> String {
+    let o = run(Command::new("timeout").arg("10").arg(BIN).arg("status").arg(&v.mnt));
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// One numeric `name=value` field of a status line.
+pub fn field(status: &str, name: &str) -> u64 {
+    status
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix(&format!("{name}="))?.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric field {name} in: {status}"))
+}
+
 /// Every file under `dir`, recursively (not following symlinks).
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

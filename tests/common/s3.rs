@@ -13,6 +13,10 @@ pub struct S3Server {
     pub port: u16,
     /// While set, every request gets 503 Service Unavailable (a store outage).
     pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds every request waits before it is served (a slow store).
+    pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// GET requests served (object reads, ranged or whole).
+    pub gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where s3s-fs keeps the bucket's objects as files.
     pub root: tempfile::TempDir,
     _rt: tokio::runtime::Runtime,
@@ -31,15 +35,25 @@ impl S3Server {
         let service = b.build();
         let outage = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let down = outage.clone();
+        let gets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = gets.clone();
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slow = delay_ms.clone();
         rt.spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { continue };
                 let _ = sock.set_nodelay(true);
-                let (service, down) = (service.clone(), down.clone());
+                let (service, down, counted, slow) = (service.clone(), down.clone(), counted.clone(), slow.clone());
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let service = service.clone();
+                    // Object reads only: a GET of a key (a list is a GET of the bucket with a query).
+                    if req.method() == http::Method::GET && req.uri().query().is_none_or(|q| !q.contains("list-type")) {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     let unavailable = down.load(std::sync::atomic::Ordering::SeqCst);
+                    let delay = std::time::Duration::from_millis(slow.load(std::sync::atomic::Ordering::SeqCst));
                     async move {
+                        tokio::time::sleep(delay).await;
                         if unavailable {
                             let mut r = http::Response::new(s3s::Body::empty());
                             *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
@@ -56,7 +70,7 @@ impl S3Server {
                 });
             }
         });
-        S3Server { port, outage, root, _rt: rt }
+        S3Server { port, outage, delay_ms, gets, root, _rt: rt }
     }
 
     /// `s3://BUCKET/prefix` plus the store options that reach this server.
