@@ -25,6 +25,19 @@ pub fn event(event: &str, vault: &Id, slot: &Id, method: &str, detail: &str) {
     );
 }
 
+/// Logs `audit: unlock refused vault=… host=… uid=… time=… reason=<why>` (a warning).
+pub fn refused(vault: &Id, reason: &str) {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    log::warn!(
+        target: TARGET,
+        "audit: unlock refused vault={} host={} uid={uid} time={} reason={reason}",
+        format::hex(vault),
+        hostname(),
+        utc(format::Time::now().secs),
+    );
+}
+
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
 pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -259,7 +259,7 @@ pub fn unlock_master(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -
     let opened = match keys::open_slots(header, &slots, unlock) {
         Ok(o) => o,
         Err(e) => {
-            log::warn!(target: audit::TARGET, "audit: unlock refused vault={}: {e}", format::hex(&header.vault_id));
+            audit::refused(&header.vault_id, &e.to_string());
             return Err(e.into());
         }
     };

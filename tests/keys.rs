@@ -48,11 +48,11 @@ fn slots(v: &Vault) -> Vec<(String, String, String)> {
 
 /// `key add` with `new` (the new slot) and `unlock`.
 fn key_add(v: &Vault, new: &[String], unlock: &[String]) -> Output {
-    run(v.cmd("key").arg("add").arg(&v.url).args(new).args(unlock))
+    run(v.cmd("key").arg("add").arg(&v.url).args(&v.store_opts).args(new).args(unlock))
 }
 
 fn key_remove(v: &Vault, id: &str, unlock: &[String]) -> Output {
-    run(v.cmd("key").arg("remove").arg(&v.url).arg(id).args(unlock))
+    run(v.cmd("key").arg("remove").arg(&v.url).arg(id).args(&v.store_opts).args(unlock))
 }
 
 /// Proves `unlock` opens the vault without mounting: adding a throwaway slot needs an unlock.
@@ -64,7 +64,8 @@ fn opens(v: &Vault, unlock: &[String]) -> Result<(), String> {
         return Err(stderr(&o));
     }
     let id = out(&o).split_whitespace().nth(3).unwrap().to_string();
-    must(v.cmd("key").arg("remove").arg(&v.url).arg(&id).args(unlock));
+    let o = key_remove(v, &id, unlock);
+    assert!(o.status.success(), "{}", stderr(&o));
     Ok(())
 }
 
@@ -361,4 +362,38 @@ fn mount_helper_options_for_every_method() {
     let read = std::fs::read(v.path("file"));
     must(std::process::Command::new(BIN).arg("umount").arg(&v.mnt));
     assert_eq!(read.unwrap(), b"through mount.pgcryptfs");
+}
+
+/// The key commands and rekey take the store options: the same rotation and rekey on S3.
+#[test]
+#[serial]
+fn key_commands_and_rekey_on_s3() {
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "keys-on-s3");
+    {
+        let m = v.mount(&[]);
+        std::fs::write(m.v.path("f"), pattern(3, 2 << 20)).unwrap();
+        m.umount();
+    }
+    let pass = v.dir.path().join("pass");
+    std::fs::write(&pass, "s3 passphrase").unwrap();
+    let o = key_add(&v, &[s(&["--new-passphrase-file", &p(&pass)]), s(&CHEAP)].concat(), &v.key_args());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = slots(&v);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let old = list.iter().find(|l| l.1 == "sodium").unwrap().0.clone();
+    let before = object_hashes(&v.store);
+    let o = key_remove(&v, &old, &s(&["--passphrase-file", &p(&pass)]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(object_hashes(&v.store), before);
+    assert!(opens(&v, &v.key_args()).unwrap_err().contains("this vault has no sodium or command slot"));
+
+    let o = run(v.cmd("rekey").arg(&v.url).args(&v.store_opts).args(["--passphrase-file", &p(&pass)]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(object_hashes(&v.store).keys().all(|k| k == "pgcryptfs.vault" || !before.contains_key(k)));
+    let mut w = v;
+    w.unlock = s(&["--passphrase-file", &p(&pass)]);
+    let m = w.mount_from_store_only();
+    assert_eq!(std::fs::read(m.v.path("f")).unwrap(), pattern(3, 2 << 20));
+    m.umount();
 }
