@@ -397,3 +397,48 @@ fn key_commands_and_rekey_on_s3() {
     assert_eq!(std::fs::read(m.v.path("f")).unwrap(), pattern(3, 2 << 20));
     m.umount();
 }
+
+/// Runs `pgcryptfs ARGS` on a pseudo-terminal (util-linux `script`), typing `lines` after a
+/// second; returns (success, everything the terminal showed).
+fn on_tty(args: &[String], lines: &str) -> (bool, String) {
+    let cmd = std::iter::once(BIN.to_string())
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = std::process::Command::new("timeout")
+        .args(["30", "script", "-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines.lines() {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        std::io::Write::write_all(&mut stdin, format!("{line}\n").as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    drop(stdin);
+    (o.status.success(), format!("{}{}", out(&o), stderr(&o)))
+}
+
+/// With no unlock option on a terminal, the passphrase is asked without echo; a new
+/// passphrase is asked twice.
+#[test]
+fn passphrase_prompt_on_a_terminal() {
+    let v = Vault::new();
+    let (ok, shown) = on_tty(
+        &[s(&["key", "add", &v.url, "--new-passphrase-prompt"]), s(&CHEAP), v.key_args()].concat(),
+        "typed secret one\ntyped secret one",
+    );
+    assert!(ok, "{shown}");
+    assert!(shown.contains("new passphrase: ") && shown.contains("repeat the new passphrase: "), "{shown}");
+    assert!(!shown.contains("typed secret"), "the passphrase was echoed: {shown}");
+    let (ok, shown) = on_tty(&s(&["key", "add", &v.url, "--new-key-file", &p(&v.key), "--new-key-transform", "hex"]), "typed secret one");
+    assert!(ok && shown.contains("passphrase: ") && shown.contains("added key slot"), "{shown}");
+    assert!(!shown.contains("typed secret"), "{shown}");
+    let (ok, shown) = on_tty(&s(&["key", "add", &v.url, "--new-key-file", &p(&v.key), "--new-key-transform", "hex"]), "wrong one");
+    assert!(!ok && shown.contains("the passphrase from the terminal does not open any of the vault's 1 passphrase slot"), "{shown}");
+    let (ok, shown) = on_tty(&[s(&["key", "add", &v.url, "--new-passphrase-prompt"]), v.key_args()].concat(), "aaa\nbbb");
+    assert!(!ok && shown.contains("the two passphrases differ"), "{shown}");
+}

@@ -92,7 +92,7 @@ impl SecretSource {
         match self {
             SecretSource::File(p) => format!("{what} file {}", p.display()),
             SecretSource::Env(v) => format!("environment variable {v}"),
-            SecretSource::Prompt => format!("{what} typed at the terminal"),
+            SecretSource::Prompt => "the terminal".to_string(),
         }
     }
 
@@ -109,7 +109,10 @@ impl SecretSource {
             }
         }
         if s.0.is_empty() {
-            return Err(KeyError::Source(format!("the {} is empty", self.describe(what))));
+            return Err(KeyError::Source(match self {
+                SecretSource::Prompt => format!("the {what} typed at the terminal is empty"),
+                _ => format!("the {} is empty", self.describe(what)),
+            }));
         }
         Ok(s)
     }
