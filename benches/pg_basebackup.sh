@@ -11,9 +11,8 @@ TIMEOUT=${TIMEOUT:-3600}          # per timed step, seconds
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PGCRYPTFS_SRC=${PGCRYPTFS:-$HERE/../target/release/pgcryptfs}
-
-die() { echo "ERROR: $*" >&2; exit 1; }
-log() { echo "## $*" >&2; }
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "run as root"
 [[ -x $PGCRYPTFS_SRC ]] || die "pgcryptfs binary not found at $PGCRYPTFS_SRC (set PGCRYPTFS=)"
@@ -40,10 +39,6 @@ PGC=$WORK/pgc; GOC=$WORK/goc; REST=$WORK/restore; LOGS=$WORK/logs
 PG_STARTED=0
 PGC_WARNINGS=0
 PGCRYPTFS=$BIN/pgcryptfs
-
-pg() { runuser -u postgres -- "$@"; }
-
-mounts_under() { awk -v w="$WORK/" '{ gsub(/\\040/, " ", $5); if (index($5, w) == 1) print $5 }' /proc/self/mountinfo | sort -r; }
 
 cleanup() {
     local rc=$?
@@ -93,48 +88,11 @@ if ! runuser -u postgres -- test -r /dev/fuse -a -w /dev/fuse; then
 fi
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-median() { printf '%s\n' "$@" | sort -g | awk -v f="${FMT:-%.2f}" '{ v[NR] = $1 } END { if (NR % 2) printf f, v[(NR+1)/2]; else printf f, (v[NR/2] + v[NR/2+1]) / 2 }'; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-du_mib() { du -sm "$1" | awk '{ print $1 }'; }
-
-# Runs a timed step; on failure or timeout prints the daemon log tail and dies.
-# Usage: timed VAR LOGFILE|- cmd...
-timed() {
-    local var=$1 lf=$2; shift 2
-    local t0 t1 rc=0
-    t0=$(now)
-    timeout "$TIMEOUT" "$@" >&2 || rc=$?
-    t1=$(now)
-    if ((rc)); then
-        echo "FAILED (rc=$rc$( ((rc == 124)) && echo ", timed out after ${TIMEOUT}s")): $*" >&2
-        if [[ $lf != - && -f $lf ]]; then echo "--- tail of $lf ---" >&2; tail -n 60 "$lf" >&2; fi
-        exit 1
-    fi
-    printf -v "$var" '%s' "$(elapsed "$t0" "$t1")"
-}
-
 pgc_pid() { # pid of the pgcryptfs daemon serving $1
     local pid
     pid=$(pgrep -f -- "pgcryptfs mount .* $1( |\$)" | head -n1 || true)
     [[ -n $pid ]] || pid=$(grep -o 'pgcryptfs\[[0-9]*\]' "$2" 2>/dev/null | tail -n1 | tr -dc 0-9 || true)
     echo "$pid"
-}
-hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
-
-prepare_backup() { # checkpoint, flush, and warm the source so each target starts equal
-    pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c CHECKPOINT >/dev/null
-    # The cluster is live: files may vanish while we read them, which is fine here.
-    find "$PGDATA" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
-    sync
-}
-verify_restore() { # restored dir, label: checks every file against backup_manifest and parses the WAL
-    if ! pg "$PGBIN/pg_verifybackup" -q "$1" >"$LOGS/verify.err" 2>&1; then
-        echo "RESTORE VERIFY FAILED ($2):" >&2; cat "$LOGS/verify.err" >&2
-        return 1
-    fi
 }
 
 # ---------------------------------------------------------------- header
@@ -156,23 +114,7 @@ echo '```'
 } | tee "$OUT"
 
 # ---------------------------------------------------------------- postgres
-PORT=
-for p in $(seq 55432 55532); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [[ ! -e $SOCK/.s.PGSQL.$p ]]; then PORT=$p; break; fi
-done
-[[ -n $PORT ]] || die "no free port"
-log "initdb + start postgres on port $PORT"
-pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --no-locale >"$LOGS/initdb.log" 2>&1 \
-    || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
-PG_STARTED=1
-pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w start \
-    -o "-p $PORT -k $SOCK -c listen_addresses=127.0.0.1" >/dev/null \
-    || { cat "$LOGS/postgres.log" >&2; die "postgres did not start"; }
-log "pgbench -i -s $SCALE"
-pg "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" -U postgres -i -s "$SCALE" -q postgres >"$LOGS/pgbench.log" 2>&1 \
-    || { cat "$LOGS/pgbench.log" >&2; die "pgbench -i failed"; }
-pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c 'VACUUM ANALYZE' >/dev/null
-DBSIZE=$(pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
+start_cluster
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/key"
 chmod 600 "$WORK/key"

@@ -609,6 +609,11 @@ impl Catalog {
         out
     }
 
+    /// Every chunk of every inode: (inode, chunk index, where it is).
+    pub fn all_chunks(&self) -> impl Iterator<Item = (u64, u64, ChunkRef)> + '_ {
+        self.inodes.values().flat_map(|i| i.chunks.iter().enumerate().filter_map(move |(k, c)| Some((i.ino, k as u64, (*c)?))))
+    }
+
     /// Every pack some chunk refers to, with the bytes it references there.
     pub fn referenced_packs(&self) -> HashMap<Id, u64> {
         let mut out = HashMap::new();

@@ -10,6 +10,7 @@ use crate::daemon;
 use crate::format;
 use crate::keyadmin;
 pub use crate::keyargs::{NewSlotArgs, UnlockArgs};
+use crate::ops;
 
 #[derive(Parser)]
 #[command(
@@ -140,6 +141,96 @@ pub enum Command {
     Sync { mountpoint: PathBuf },
     /// Print the daemon's staged bytes and upload counters.
     Status { mountpoint: PathBuf },
+    /// Check that every object the vault refers to exists and authenticates; exit 0 only if all do.
+    Verify {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// Only the files under this path of the vault.
+        #[arg(long, default_value = "")]
+        path: String,
+        /// Check presence and sizes only; download no data.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Write the decrypted tree (or the part under --path) into DEST, without FUSE.
+    Export {
+        store: String,
+        dest: PathBuf,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// Only this path of the vault (a directory or a file).
+        #[arg(long, default_value = "")]
+        path: String,
+        /// Replace files that already exist in DEST.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List a directory of the vault.
+    Ls {
+        store: String,
+        #[arg(default_value = "")]
+        path: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// Type, mode, links, owner, size, modification time (UTC).
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Write a file of the vault to standard output.
+    Cat {
+        store: String,
+        path: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+    },
+    /// Reclaim the space of deleted and overwritten data (takes the writer lease).
+    Gc {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// Cache directory (as for mount) for the copies being made.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Rewrite packs whose dead share is at least this many percent.
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u8).range(1..=100))]
+        rewrite_dead_percent: u8,
+        /// Report what would be reclaimed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete all but the newest N backup directories under --path, then gc. Dry run unless --apply.
+    Prune {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// The directory holding one subdirectory per backup.
+        #[arg(long)]
+        path: String,
+        /// How many backups to keep.
+        #[arg(long)]
+        keep_last: usize,
+        /// Which are the newest: by name (dated names) or modification time.
+        #[arg(long, value_enum, default_value = "name")]
+        by: crate::gc::PruneOrder,
+        /// Really delete (the default only lists what would go).
+        #[arg(long)]
+        apply: bool,
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
     /// Re-encrypt every chunk and the metadata under a new master key (after a leak of the
     /// master key). Takes the writer lease; resumable (run it again with the same key); keeps
     /// only the slot that unlocked it.
@@ -196,6 +287,9 @@ pub enum KeyCommand {
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if !matches!(cli.command, Command::Mount { .. }) {
+        crate::logging::init_cli();
+    }
     let result = match cli.command {
         Command::Init { store, store_args, key, new_slot, chunk_size } => {
             let chunk_size = match u32::try_from(chunk_size).map_err(|_| "chunk size too large".to_string()).and_then(|c| {
@@ -208,7 +302,6 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(f) => f,
                 Err(e) => return fail(&e),
             };
-            init_cli_logging();
             daemon::init(&InitConfig {
                 store,
                 store_options: store_args.options,
@@ -284,7 +377,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sync { mountpoint } => daemon::sync_command(&mountpoint),
         Command::Status { mountpoint } => daemon::status_command(&mountpoint),
         Command::Rekey { store, store_args, key, break_lease, stop_after_packs } => {
-            init_cli_logging();
             let opts = crate::rekey::RekeyOptions {
                 break_lease,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -293,7 +385,6 @@ pub fn run(cli: Cli) -> i32 {
             key.to_spec().and_then(|unlock| crate::rekey::rekey_command(&store, &store_args.options, &unlock, &opts))
         }
         Command::Key { command } => {
-            init_cli_logging();
             match command {
                 KeyCommand::List { store, store_args } => keyadmin::list_command(&store, &store_args.options),
                 KeyCommand::Add { store, store_args, new_slot, key } => match (new_slot.to_spec(), key.to_spec()) {
@@ -311,6 +402,50 @@ pub fn run(cli: Cli) -> i32 {
                     .and_then(|unlock| keyadmin::remove_command(&store, &store_args.options, &unlock, &slot)),
             }
         }
+        Command::Verify { store, store_args, key, path, quick } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            return ops::verify(&tgt, &path, quick);
+        }
+        Command::Export { store, dest, store_args, key, path, overwrite } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            return ops::export(&tgt, &path, &dest, overwrite);
+        }
+        Command::Ls { store, path, store_args, key, long } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            ops::ls(&tgt, &path, long)
+        }
+        Command::Cat { store, path, store_args, key } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            return ops::cat(&tgt, &path);
+        }
+        Command::Gc { store, store_args, key, cache_dir, rewrite_dead_percent, dry_run } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
+            ops::gc(&tgt, &cache, f64::from(rewrite_dead_percent) / 100.0, dry_run)
+        }
+        Command::Prune { store, store_args, key, path, keep_last, by, apply, cache_dir } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
+            ops::prune(&tgt, &cache, &path, keep_last, by, apply)
+        }
     };
     match result {
         Ok(msg) => {
@@ -321,15 +456,9 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// Commands other than mount log warnings and audit lines to stderr (RUST_LOG overrides).
-fn init_cli_logging() {
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| format!("warn,{}=info", crate::audit::TARGET)));
-    b.format(|buf, rec| {
-        use std::io::Write;
-        writeln!(buf, "pgcryptfs: {}", rec.args())
-    });
-    let _ = b.try_init();
+/// The vault an operator command works on.
+fn target(store: &str, store_args: &StoreArgs, key: &UnlockArgs) -> Result<crate::offline::Target, String> {
+    Ok(crate::offline::Target { store: store.to_string(), store_options: store_args.options.clone(), key: key.to_spec()? })
 }
 
 fn fail(msg: &str) -> i32 {

@@ -345,9 +345,14 @@ impl Fs {
         Ok(())
     }
 
-    /// fsync of a directory: its entries are durable in the local cache.
-    pub fn fsyncdir(&self, _ino: u64) -> Result<()> {
-        self.vault.flush_journal().map_err(|e| self.verr(e, || "fsync of a directory".into()))
+    /// fsync of a directory: its entries are durable in the local cache (with `--sync-store`,
+    /// in the store), like a file's fsync.
+    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+        self.vault.flush_journal().map_err(|e| self.verr(e, || format!("fsync of directory {}", self.path(ino))))?;
+        if self.sync_store {
+            self.sync_to_store().map_err(|e| self.verr(e, || format!("fsync (to the store) of directory {}", self.path(ino))))?;
+        }
+        Ok(())
     }
 
     fn path(&self, ino: u64) -> String {

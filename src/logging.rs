@@ -86,6 +86,16 @@ pub fn init(target: &LogTarget, level: Option<&str>, mountpoint: &str) -> Result
     Ok(())
 }
 
+/// Logging for the commands that are not a mount: warnings, errors and audit lines to stderr
+/// (`RUST_LOG` changes it), as `pgcryptfs: LEVEL: message`.
+pub fn init_cli() {
+    let mut b = env_logger::Builder::new();
+    // Key custody commands print their audit lines (SECURITY.md §5).
+    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| format!("warn,{}=info", crate::audit::TARGET)));
+    b.format(|buf, rec| writeln!(buf, "pgcryptfs: {}: {}", rec.level().as_str().to_ascii_lowercase(), rec.args()));
+    let _ = b.try_init();
+}
+
 /// Checks a `--log-level` value.
 pub fn parse_level(s: &str) -> Result<String, String> {
     let l = s.to_ascii_lowercase();

@@ -633,6 +633,31 @@ impl Vault {
         .map_err(|(_, e)| e)
     }
 
+    /// Authenticates one sealed chunk (tag and AEAD) without keeping its plaintext.
+    pub fn authenticate(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8]) -> Result<()> {
+        if sealed.len() != c.len as usize {
+            return Err(VaultError::Chunk(format!(
+                "pack {} offset {}: {} bytes where the metadata records {}",
+                format::hex(&c.pack),
+                c.offset,
+                sealed.len(),
+                c.len
+            )));
+        }
+        let mut plain = Vec::with_capacity(sealed.len());
+        let r = self.open_chunk(file_id, index, c, sealed, &mut plain);
+        crypto::wipe(&mut plain);
+        r
+    }
+
+    /// Appends an already sealed chunk (ciphertext copied from another pack, by gc) to the
+    /// active staging pack; returns where it now lives. Its tag and AAD are unchanged: the AAD
+    /// binds the file and chunk index, not the pack.
+    pub fn append_sealed(&self, sealed: &[u8]) -> Result<(Id, u64)> {
+        let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        Ok(cache.append_chunk(sealed)?)
+    }
+
     /// Checks a sealed chunk against the tag the metadata records, then opens it.
     fn open_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let where_ = || format!("pack {} offset {}", format::hex(&c.pack), c.offset);

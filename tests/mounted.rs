@@ -2,6 +2,8 @@
 //! Each test mounts its own vault; `serial` keeps them from competing for the machine's 2 cores.
 
 mod common;
+#[path = "mounted/ops.rs"]
+mod ops;
 #[path = "mounted/system.rs"]
 mod system;
 

@@ -1,0 +1,352 @@
+//! `pgcryptfs export`, `ls` and `cat`: the decrypted tree without FUSE (a container, a rescue
+//! shell). Files stream in batches of chunks, so memory stays bounded whatever their size; a
+//! file whose chunks fail authentication is reported and not left behind.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::format::{Attr, ChunkRef, Id, Kind, Time};
+use crate::offline::{self, Progress};
+use crate::vault::Vault;
+
+/// Chunks decrypted per batch (64 × 64 KiB = 4 MiB of plaintext at the default chunk size).
+const BATCH: usize = 64;
+
+/// What `export` did.
+#[derive(Default)]
+pub struct ExportReport {
+    pub files: usize,
+    pub dirs: usize,
+    pub symlinks: usize,
+    pub hard_links: usize,
+    pub bytes: u64,
+    pub skipped: Vec<String>,
+    /// Path and reason of each entry that could not be exported.
+    pub failures: Vec<(String, String)>,
+}
+
+impl ExportReport {
+    pub fn summary(&self, dest: &Path) -> String {
+        let mut s = format!(
+            "exported {} files ({:.1} MB), {} directories, {} symlinks, {} hard links to {}",
+            self.files,
+            self.bytes as f64 / 1e6,
+            self.dirs,
+            self.symlinks,
+            self.hard_links,
+            dest.display()
+        );
+        if !self.skipped.is_empty() {
+            s.push_str(&format!("; skipped {} sockets", self.skipped.len()));
+        }
+        if !self.failures.is_empty() {
+            s.push_str(&format!("; {} entries FAILED", self.failures.len()));
+        }
+        s
+    }
+}
+
+struct Item {
+    rel: PathBuf,
+    ino: u64,
+    attr: Attr,
+    file_id: Id,
+    target: Vec<u8>,
+}
+
+fn cstr(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
+}
+
+fn timespec(t: &Time) -> libc::timespec {
+    libc::timespec { tv_sec: t.secs as libc::time_t, tv_nsec: t.nanos as libc::c_long }
+}
+
+/// Sets owner (as root), mode (not for symlinks) and times of `p`, without following symlinks.
+fn set_meta(p: &Path, a: &Attr) -> Result<(), String> {
+    let c = cstr(p)?;
+    let err = |what: &str| format!("{what} {}: {}", p.display(), std::io::Error::last_os_error());
+    // SAFETY: c is a valid C string; the calls do not keep pointers.
+    unsafe {
+        if libc::geteuid() == 0 && libc::lchown(c.as_ptr(), a.uid, a.gid) != 0 {
+            return Err(err("chown"));
+        }
+        if a.kind != Kind::Symlink && libc::chmod(c.as_ptr(), a.mode & 0o7777) != 0 {
+            return Err(err("chmod"));
+        }
+        let times = [timespec(&a.atime), timespec(&a.mtime)];
+        if libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) != 0 {
+            return Err(err("set times of"));
+        }
+    }
+    Ok(())
+}
+
+/// Streams a file's plaintext to `out(offset, bytes)`, batch by batch. The error names the
+/// chunk that failed.
+pub fn stream_file(
+    vault: &Vault,
+    ino: u64,
+    file_id: &Id,
+    size: u64,
+    mut out: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let cs = vault.chunk_size() as u64;
+    let chunks: Vec<(u64, ChunkRef)> = {
+        let cat = vault.catalog();
+        let i = cat.get(ino).map_err(|e| e.to_string())?;
+        i.chunks.iter().enumerate().filter_map(|(k, c)| Some((k as u64, (*c)?))).collect()
+    };
+    let mut io_err = None;
+    for batch in chunks.chunks(BATCH) {
+        vault
+            .read_chunks(file_id, batch, |index, plain| {
+                let at = index * cs;
+                let n = (plain.len() as u64).min(size.saturating_sub(at)) as usize;
+                if io_err.is_none()
+                    && n > 0
+                    && let Err(e) = out(at, &plain[..n])
+                {
+                    io_err = Some(e);
+                }
+            })
+            .map_err(|(index, e)| format!("chunk {index}: {e}"))?;
+        if let Some(e) = io_err.take() {
+            return Err(format!("writing: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the tree under `path` ("" for all) into the directory `dest` (created if missing).
+/// Existing files are refused unless `overwrite`.
+pub fn export(vault: &Vault, path: &str, dest: &Path, overwrite: bool) -> Result<ExportReport, String> {
+    let items: Vec<Item> = {
+        let cat = vault.catalog();
+        let start = offline::resolve(&cat, path)?;
+        let start_is_dir = cat.get(start).map_err(|e| e.to_string())?.attr.kind == Kind::Dir;
+        let base = if start_is_dir {
+            PathBuf::new()
+        } else {
+            PathBuf::from(path.trim_end_matches('/').rsplit('/').next().unwrap_or("file"))
+        };
+        offline::walk(&cat, start)
+            .into_iter()
+            .filter_map(|e| {
+                let i = cat.get(e.ino).ok()?;
+                let rel = if e.rel.as_os_str().is_empty() { base.clone() } else { base.join(&e.rel) };
+                Some(Item { rel, ino: e.ino, attr: i.attr.clone(), file_id: i.file_id, target: i.target.clone() })
+            })
+            .collect()
+    };
+    fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let mut report = ExportReport::default();
+    let total = items.iter().filter(|i| i.attr.kind == Kind::File).map(|i| i.attr.size).sum();
+    let mut progress = Progress::new("exported", total);
+    let mut first_path: HashMap<u64, PathBuf> = HashMap::new();
+    let mut dirs = Vec::new();
+    for it in &items {
+        let to = dest.join(&it.rel);
+        let shown = it.rel.display().to_string();
+        let result = match it.attr.kind {
+            Kind::Dir => {
+                dirs.push((to.clone(), &it.attr));
+                match fs::create_dir(&to) {
+                    Ok(()) => {
+                        // Writable for us until its children are in; its mode is set last.
+                        let _ = fs::set_permissions(&to, fs::Permissions::from_mode(0o700));
+                        report.dirs += 1;
+                        Ok(())
+                    }
+                    Err(_) if to.is_dir() => Ok(()),
+                    Err(e) => Err(format!("cannot create directory: {e}")),
+                }
+            }
+            _ if first_path.contains_key(&it.ino) => {
+                let first = &first_path[&it.ino];
+                replace_check(&to, overwrite).and_then(|_| {
+                    fs::hard_link(first, &to).map_err(|e| format!("cannot link to {}: {e}", first.display()))?;
+                    report.hard_links += 1;
+                    Ok(())
+                })
+            }
+            Kind::File => replace_check(&to, overwrite).and_then(|_| {
+                export_file(vault, it, &to, &mut progress)?;
+                report.files += 1;
+                report.bytes += it.attr.size;
+                Ok(())
+            }),
+            Kind::Symlink => replace_check(&to, overwrite).and_then(|_| {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&it.target), &to).map_err(|e| format!("cannot create symlink: {e}"))?;
+                set_meta(&to, &it.attr)?;
+                report.symlinks += 1;
+                Ok(())
+            }),
+            Kind::Fifo => replace_check(&to, overwrite).and_then(|_| {
+                let c = cstr(&to)?;
+                // SAFETY: c is a valid C string.
+                if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                    return Err(format!("cannot create FIFO: {}", std::io::Error::last_os_error()));
+                }
+                set_meta(&to, &it.attr)
+            }),
+            Kind::Socket => {
+                report.skipped.push(shown.clone());
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => {
+                if it.attr.kind != Kind::Dir {
+                    first_path.entry(it.ino).or_insert(to);
+                }
+            }
+            Err(e) => report.failures.push((if shown.is_empty() { ".".into() } else { shown }, e)),
+        }
+    }
+    // Directory modes and times last, deepest first (writing into them changed their times).
+    for (to, attr) in dirs.iter().rev() {
+        if let Err(e) = set_meta(to, attr) {
+            report.failures.push((to.display().to_string(), e));
+        }
+    }
+    progress.finish();
+    Ok(report)
+}
+
+fn replace_check(to: &Path, overwrite: bool) -> Result<(), String> {
+    match to.symlink_metadata() {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => Err("a directory is in the way".into()),
+        Ok(_) if overwrite => fs::remove_file(to).map_err(|e| format!("cannot replace: {e}")),
+        Ok(_) => Err("exists (pass --overwrite to replace it)".into()),
+    }
+}
+
+/// Writes one file next to its final name and renames it into place only once every chunk
+/// authenticated and the data is on disk.
+fn export_file(vault: &Vault, it: &Item, to: &Path, progress: &mut Progress) -> Result<(), String> {
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = to.with_file_name(format!(".{name}.pgcryptfs-partial"));
+    let _ = fs::remove_file(&partial);
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let written = stream_file(vault, it.ino, &it.file_id, it.attr.size, |at, bytes| {
+        progress.add(bytes.len() as u64);
+        f.write_all_at(bytes, at)
+    })
+    .and_then(|_| f.set_len(it.attr.size).and_then(|_| f.sync_all()).map_err(|e| format!("writing: {e}")))
+    .and_then(|_| set_meta(&partial, &it.attr))
+    .and_then(|_| fs::rename(&partial, to).map_err(|e| format!("cannot rename into place: {e}")));
+    if written.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    written
+}
+
+/// `ls`: the entries of a directory (or the file itself), one per line; `long` adds type and
+/// mode, links, owner, size, modification time (UTC) and a symlink's target.
+pub fn ls(vault: &Vault, path: &str, long: bool) -> Result<String, String> {
+    let cat = vault.catalog();
+    let ino = offline::resolve(&cat, path)?;
+    let i = cat.get(ino).map_err(|e| e.to_string())?;
+    let mut rows: Vec<(Vec<u8>, u64)> = match &i.dir {
+        Some(d) => d.after(0).map(|(_, n, c)| (n.to_vec(), c)).collect(),
+        None => vec![(path.trim_end_matches('/').rsplit('/').next().unwrap_or("").as_bytes().to_vec(), ino)],
+    };
+    rows.sort();
+    let mut out = String::new();
+    for (name, child) in rows {
+        let c = cat.get(child).map_err(|e| e.to_string())?;
+        let name = String::from_utf8_lossy(&name);
+        if !long {
+            out.push_str(&format!("{name}\n"));
+            continue;
+        }
+        let a = &c.attr;
+        let kind = match a.kind {
+            Kind::Dir => 'd',
+            Kind::Symlink => 'l',
+            Kind::Fifo => 'p',
+            Kind::Socket => 's',
+            Kind::File => '-',
+        };
+        let mut mode = String::new();
+        for (bit, ch) in [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o40, 'r'), (0o20, 'w'), (0o10, 'x'), (0o4, 'r'), (0o2, 'w'), (0o1, 'x')] {
+            mode.push(if a.mode & bit != 0 { ch } else { '-' });
+        }
+        let target = if a.kind == Kind::Symlink { format!(" -> {}", String::from_utf8_lossy(&c.target)) } else { String::new() };
+        out.push_str(&format!("{kind}{mode} {:>3} {:>5} {:>5} {:>12} {} {name}{target}\n", c.nlink(), a.uid, a.gid, a.size, utc(a.mtime.secs)));
+    }
+    Ok(out)
+}
+
+/// `cat`: a file's plaintext to `out`.
+pub fn cat(vault: &Vault, path: &str, out: &mut dyn Write) -> Result<(), String> {
+    let (ino, file_id, size) = {
+        let cat = vault.catalog();
+        let ino = offline::resolve(&cat, path)?;
+        let i = cat.get(ino).map_err(|e| e.to_string())?;
+        if i.attr.kind != Kind::File {
+            return Err(format!("{path}: not a regular file"));
+        }
+        (ino, i.file_id, i.attr.size)
+    };
+    let mut pos = 0u64;
+    stream_file(vault, ino, &file_id, size, |at, bytes| {
+        // Holes between chunks read as zeros.
+        while pos < at {
+            let n = (at - pos).min(1 << 16) as usize;
+            out.write_all(&vec![0u8; n])?;
+            pos += n as u64;
+        }
+        out.write_all(bytes)?;
+        pos += bytes.len() as u64;
+        Ok(())
+    })
+    .map_err(|e| format!("{path}: {e}"))?;
+    while pos < size {
+        let n = (size - pos).min(1 << 16) as usize;
+        out.write_all(&vec![0u8; n]).map_err(|e| format!("{path}: writing: {e}"))?;
+        pos += n as u64;
+    }
+    out.flush().map_err(|e| format!("{path}: writing: {e}"))
+}
+
+/// "YYYY-MM-DD HH:MM" (UTC) of a Unix time, by the civil-from-days algorithm.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc(1_795_378_855), "2026-11-22 20:20");
+        assert_eq!(utc(-86_400), "1969-12-31 00:00");
+    }
+}

@@ -1,0 +1,229 @@
+//! `pgcryptfs gc` and `pgcryptfs prune`: reclaiming the space of deleted and overwritten
+//! chunks. Packs no file refers to are deleted; packs with much dead space are rewritten by
+//! copying their live ciphertext into new packs (no decryption: a chunk's AAD binds its file and
+//! index, not its pack), committed through the normal pipeline before anything is deleted.
+//!
+//! Crash safety, step by step: new packs are unreferenced until the metadata segment that moves
+//! the chunks is stored (a crash before leaves garbage, which the next gc deletes, and staged
+//! copies, which the cache's recovery drops); old packs are deleted only after that segment, and
+//! only if the metadata no longer refers to them (a crash before leaves garbage, deleted by the
+//! next run). A run takes the writer lease, so it never races a writable mount.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::catalog::Catalog;
+use crate::crypto;
+use crate::format::{self, ChunkRef, Id, Kind};
+use crate::fs::Fs;
+use crate::offline::{self, Progress};
+use crate::vault::Vault;
+
+/// Commit after this many copied bytes, so the cache never holds more.
+const COMMIT_EVERY: u64 = 256 << 20;
+
+/// What a gc run did (or, dry, would do).
+#[derive(Default, Debug)]
+pub struct GcReport {
+    pub packs_before: usize,
+    pub bytes_before: u64,
+    /// Packs no file referred to.
+    pub dead_packs: usize,
+    /// Packs whose live chunks were copied into new packs (then deleted).
+    pub rewritten_packs: usize,
+    pub copied_bytes: u64,
+    pub bytes_after: u64,
+}
+
+impl GcReport {
+    pub fn summary(&self, dry_run: bool) -> String {
+        let verb = if dry_run { "would reclaim" } else { "reclaimed" };
+        format!(
+            "{verb} {:.1} MB: of {} packs, {} were referenced by no file and {} were rewritten ({:.1} MB of live data copied); packs now hold {:.1} MB{}",
+            self.bytes_before.saturating_sub(self.bytes_after) as f64 / 1e6,
+            self.packs_before,
+            self.dead_packs,
+            self.rewritten_packs,
+            self.copied_bytes as f64 / 1e6,
+            self.bytes_after as f64 / 1e6,
+            if dry_run { " (dry run: nothing changed)" } else { "" }
+        )
+    }
+}
+
+/// Where each pack's live chunks are: pack → (inode, chunk index, reference).
+fn live_chunks(cat: &Catalog) -> HashMap<Id, Vec<(u64, u64, ChunkRef)>> {
+    let mut out: HashMap<Id, Vec<(u64, u64, ChunkRef)>> = HashMap::new();
+    for (ino, index, c) in cat.all_chunks() {
+        out.entry(c.pack).or_default().push((ino, index, c));
+    }
+    out
+}
+
+fn listed_packs(vault: &Vault) -> Result<HashMap<Id, u64>, String> {
+    Ok(vault
+        .store()
+        .list(format::PACKS_PREFIX)
+        .map_err(|e| format!("cannot list the packs: {e}"))?
+        .into_iter()
+        .filter_map(|(name, size)| Some((format::parse_hex_id(name.strip_prefix(format::PACKS_PREFIX)?)?, size)))
+        .collect())
+}
+
+/// A crash injected by the tests (`PGCRYPTFS_TEST_GC_CRASH=copied|committed`), to prove a
+/// killed gc loses nothing.
+fn test_crash(at: &str) {
+    if std::env::var("PGCRYPTFS_TEST_GC_CRASH").is_ok_and(|v| v == at) {
+        eprintln!("pgcryptfs: gc: crashing on purpose after '{at}' (PGCRYPTFS_TEST_GC_CRASH)");
+        std::process::abort();
+    }
+}
+
+/// Runs gc on a vault opened as its writer. Packs whose dead share is at least `rewrite_min`
+/// (0.0–1.0) are rewritten; packs with no live chunk are deleted.
+pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, String> {
+    let listed = listed_packs(vault)?;
+    let live = live_chunks(&vault.catalog());
+    if let Some(missing) = live.keys().find(|p| !listed.contains_key(*p)) {
+        return Err(format!(
+            "pack {} is referenced but missing from the store; run pgcryptfs verify before gc",
+            format::hex(missing)
+        ));
+    }
+    let mut r = GcReport { packs_before: listed.len(), bytes_before: listed.values().sum(), ..Default::default() };
+    let mut rewrite: Vec<Id> = live
+        .iter()
+        .filter(|(id, chunks)| {
+            let size = listed[*id];
+            let used: u64 = chunks.iter().map(|(_, _, c)| c.len as u64).sum();
+            size > 0 && (size.saturating_sub(used)) as f64 / size as f64 >= rewrite_min
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    rewrite.sort();
+    let dead: Vec<Id> = listed.keys().filter(|p| !live.contains_key(*p)).copied().collect();
+    r.rewritten_packs = rewrite.len();
+    r.copied_bytes = rewrite.iter().flat_map(|p| &live[p]).map(|(_, _, c)| c.len as u64).sum();
+    r.dead_packs = dead.len();
+    let freed: u64 = dead.iter().chain(&rewrite).map(|p| listed[p]).sum();
+    r.bytes_after = r.bytes_before - freed + r.copied_bytes;
+    if dry_run {
+        return Ok(r);
+    }
+
+    let mut progress = Progress::new("gc copied", r.copied_bytes);
+    let mut since_commit = 0u64;
+    for pack in &rewrite {
+        let bytes = vault.store().get(&format::pack_name(pack)).map_err(|e| format!("reading pack {}: {e}", format::hex(pack)))?;
+        let mut chunks = live[pack].clone();
+        chunks.sort_by_key(|(_, _, c)| c.offset);
+        for (ino, index, c) in chunks {
+            let end = (c.offset + c.len as u64) as usize;
+            let sealed = bytes.get(c.offset as usize..end).ok_or_else(|| {
+                format!("pack {} is shorter than its chunk at {}; run pgcryptfs verify", format::hex(pack), c.offset)
+            })?;
+            // Never copy ciphertext the metadata does not vouch for (the copy would carry it on).
+            if !crypto::ct_eq(&sealed[sealed.len() - format::TAG_LEN..], &c.tag) {
+                return Err(format!(
+                    "pack {} offset {}: the chunk is not the one the metadata records; run pgcryptfs verify",
+                    format::hex(pack),
+                    c.offset
+                ));
+            }
+            let (new_pack, offset) = vault.append_sealed(sealed).map_err(|e| e.to_string())?;
+            vault
+                .catalog()
+                .set_chunk(ino, index, ChunkRef { pack: new_pack, offset, len: c.len, tag: c.tag })
+                .map_err(|e| e.to_string())?;
+            since_commit += c.len as u64;
+            progress.add(c.len as u64);
+        }
+        if since_commit >= COMMIT_EVERY {
+            vault.commit().map_err(|e| format!("committing the copies: {e}"))?;
+            since_commit = 0;
+        }
+    }
+    test_crash("copied");
+    vault.commit().map_err(|e| format!("committing the copies: {e}"))?;
+    progress.finish();
+    test_crash("committed");
+
+    // Delete what the stored metadata no longer refers to.
+    let still_live: HashSet<Id> = vault.catalog().referenced_packs().into_keys().collect();
+    for pack in dead.iter().chain(&rewrite) {
+        if still_live.contains(pack) {
+            return Err(format!("pack {} is still referenced after the commit; nothing more deleted", format::hex(pack)));
+        }
+        vault.store().delete(&format::pack_name(pack)).map_err(|e| format!("deleting pack {}: {e}", format::hex(pack)))?;
+    }
+    let after = listed_packs(vault)?;
+    r.bytes_after = after.values().sum();
+    Ok(r)
+}
+
+/// One directory `prune` would delete (or deleted).
+pub struct Pruned {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// Sort order for `prune`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PruneOrder {
+    /// By name (backup directories named by date sort by age).
+    Name,
+    /// By modification time.
+    Mtime,
+}
+
+/// The subdirectories of `path` beyond the newest `keep` (in `order`), oldest first.
+pub fn prune_candidates(vault: &Vault, path: &str, keep: usize, order: PruneOrder) -> Result<Vec<Pruned>, String> {
+    let cat = vault.catalog();
+    let dir = offline::resolve(&cat, path)?;
+    let d = cat.get(dir).map_err(|e| e.to_string())?;
+    let entries = d.dir.as_ref().ok_or_else(|| format!("{path}: not a directory"))?;
+    let mut dirs: Vec<(format::Time, Vec<u8>, u64)> = entries
+        .after(0)
+        .filter_map(|(_, name, ino)| {
+            let i = cat.get(ino).ok()?;
+            (i.attr.kind == Kind::Dir).then(|| (i.attr.mtime.clone(), name.to_vec(), ino))
+        })
+        .collect();
+    match order {
+        PruneOrder::Name => dirs.sort_by(|a, b| a.1.cmp(&b.1)),
+        PruneOrder::Mtime => dirs.sort_by(|a, b| (a.0.secs, a.0.nanos, &a.1).cmp(&(b.0.secs, b.0.nanos, &b.1))),
+    }
+    let excess = dirs.len().saturating_sub(keep);
+    Ok(dirs[..excess]
+        .iter()
+        .map(|(_, name, ino)| {
+            let bytes = offline::walk(&cat, *ino)
+                .iter()
+                .filter(|e| e.kind == Kind::File)
+                .filter_map(|e| cat.get(e.ino).ok().map(|i| i.attr.size))
+                .sum();
+            Pruned { path: format!("{}/{}", path.trim_end_matches('/'), String::from_utf8_lossy(name)), bytes }
+        })
+        .collect())
+}
+
+/// Deletes the trees `paths` through the file-system layer and commits.
+pub fn remove_trees(fs: &Fs, paths: &[String]) -> Result<(), String> {
+    for p in paths {
+        let entries = {
+            let cat = fs.vault().catalog();
+            let ino = offline::resolve(&cat, p)?;
+            offline::walk(&cat, ino).into_iter().map(|e| (e.rel, e.kind)).collect::<Vec<_>>()
+        };
+        // Children before their directory.
+        for (rel, kind) in entries.iter().rev() {
+            let full = std::path::Path::new(p).join(rel);
+            let parent_path = full.parent().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let parent = offline::resolve(&fs.vault().catalog(), &parent_path)?;
+            let r = if *kind == Kind::Dir { fs.rmdir(parent, name.as_bytes()) } else { fs.unlink(parent, name.as_bytes()) };
+            r.map_err(|e| format!("removing {}: errno {}", full.display(), e.0))?;
+        }
+    }
+    fs.sync_to_store().map_err(|e| format!("committing the removal: {e}"))?;
+    Ok(())
+}
