@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, InitConfig, KeyConfig, MountConfig};
+use crate::config::{self, InitConfig, MountConfig};
 use crate::daemon;
-use crate::ops;
 use crate::format;
-use crate::keys::{KeySource, KeyTransform};
+use crate::keyadmin;
+pub use crate::keyargs::{NewSlotArgs, UnlockArgs};
+use crate::ops;
 
 #[derive(Parser)]
 #[command(
@@ -25,45 +26,6 @@ use crate::keys::{KeySource, KeyTransform};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Where the key comes from. Exactly one source; the key itself is never an argument.
-#[derive(Args, Clone)]
-#[group(required = true, multiple = false)]
-pub struct KeySourceArgs {
-    /// Read the key from this file.
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// Read the key from this environment variable.
-    #[arg(long, value_name = "VAR")]
-    pub key_env: Option<String>,
-    /// Run this shell command and read the key from its standard output.
-    #[arg(long, value_name = "CMD")]
-    pub key_command: Option<String>,
-}
-
-#[derive(Args, Clone)]
-pub struct KeyArgs {
-    #[command(flatten)]
-    pub source: KeySourceArgs,
-    /// How the key bytes are read (WAL-G's meaning): hex = exactly 64 hex characters,
-    /// base64 = exactly 32 bytes once decoded, none = raw bytes (at least 25; truncated or
-    /// zero-padded to 32).
-    #[arg(long, value_enum, default_value = "none")]
-    pub key_transform: KeyTransform,
-}
-
-impl KeyArgs {
-    fn to_config(&self) -> KeyConfig {
-        let s = &self.source;
-        let source = match (&s.key_file, &s.key_env, &s.key_command) {
-            (Some(f), _, _) => KeySource::File(f.clone()),
-            (_, Some(v), _) => KeySource::Env(v.clone()),
-            (_, _, Some(c)) => KeySource::Command(c.clone()),
-            _ => unreachable!("clap requires one key source"),
-        };
-        KeyConfig { source, transform: self.key_transform }
-    }
 }
 
 /// Options of the store named by STORE (object stores only; never credentials).
@@ -85,8 +47,13 @@ pub enum Command {
         store: String,
         #[command(flatten)]
         store_args: StoreArgs,
+        /// The first slot's key, as mount would read it (--key-file, --key-env: sodium;
+        /// --key-command: command; --passphrase-*: passphrase) ...
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
+        /// ... or as key add names a new slot (--pgp-cert for an openpgp slot).
+        #[command(flatten)]
+        new_slot: NewSlotArgs,
         /// Plaintext chunk size (power of two, 4K to 4M).
         #[arg(long, default_value = "64K", value_parser = config::parse_size)]
         chunk_size: u64,
@@ -98,7 +65,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// Cache directory for staged ciphertext and the local journal
         /// [default: /var/cache/pgcryptfs as root, else ~/.cache/pgcryptfs].
         #[arg(long, value_name = "DIR")]
@@ -181,7 +148,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// Only the files under this path of the vault.
         #[arg(long, default_value = "")]
         path: String,
@@ -196,7 +163,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// Only this path of the vault (a directory or a file).
         #[arg(long, default_value = "")]
         path: String,
@@ -212,7 +179,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// Type, mode, links, owner, size, modification time (UTC).
         #[arg(short, long)]
         long: bool,
@@ -224,7 +191,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
     },
     /// Reclaim the space of deleted and overwritten data (takes the writer lease).
     Gc {
@@ -232,7 +199,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// Cache directory (as for mount) for the copies being made.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
@@ -249,7 +216,7 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
-        key: KeyArgs,
+        key: UnlockArgs,
         /// The directory holding one subdirectory per backup.
         #[arg(long)]
         path: String,
@@ -265,6 +232,58 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Re-encrypt every chunk and the metadata under a new master key (after a leak of the
+    /// master key). Takes the writer lease; resumable (run it again with the same key); keeps
+    /// only the slot that unlocked it.
+    Rekey {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+        /// Take over an expired writer lease (its mount must be gone).
+        #[arg(long)]
+        break_lease: bool,
+        /// Stop after this many packs, as if interrupted (tests).
+        #[arg(long, hide = true)]
+        stop_after_packs: Option<usize>,
+    },
+    /// Manage the vault's key slots (any one slot opens the vault).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Add a key slot: the new key (--new-key-file, --new-key-env, --new-key-command, --pgp-cert,
+    /// --new-passphrase-file, --new-passphrase-env, --new-passphrase-prompt) and one that opens
+    /// the vault now (the options mount takes). No data is re-encrypted.
+    Add {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        new_slot: NewSlotArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+    },
+    /// List the key slots: id, method, fingerprint or label, creation time. Needs no key.
+    List {
+        store: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+    },
+    /// Remove a key slot (by its id, or a unique prefix of it); refuses to remove the last one.
+    Remove {
+        store: String,
+        slot: String,
+        #[command(flatten)]
+        store_args: StoreArgs,
+        #[command(flatten)]
+        key: UnlockArgs,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -273,14 +292,24 @@ pub fn run(cli: Cli) -> i32 {
         crate::logging::init_cli();
     }
     let result = match cli.command {
-        Command::Init { store, store_args, key, chunk_size } => {
+        Command::Init { store, store_args, key, new_slot, chunk_size } => {
             let chunk_size = match u32::try_from(chunk_size).map_err(|_| "chunk size too large".to_string()).and_then(|c| {
                 format::validate_chunk_size(c).map(|_| c).map_err(|e| e.to_string())
             }) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            daemon::init(&InitConfig { store, store_options: store_args.options, key: key.to_config(), chunk_size })
+            let first_slot = match new_slot.first_slot(&key) {
+                Ok(f) => f,
+                Err(e) => return fail(&e),
+            };
+            daemon::init(&InitConfig {
+                store,
+                store_options: store_args.options,
+                first_slot,
+                label: new_slot.label,
+                chunk_size,
+            })
         }
         Command::Mount {
             store,
@@ -308,6 +337,10 @@ pub fn run(cli: Cli) -> i32 {
             syslog,
             log_level,
         } => {
+            let key = match key.to_spec() {
+                Ok(k) => k,
+                Err(e) => return fail(&e),
+            };
             let cache_dirty_max = match config::dirty_bound(cache_dirty_max, cache_size) {
                 Ok(d) => d,
                 Err(e) => return fail(&e),
@@ -317,7 +350,7 @@ pub fn run(cli: Cli) -> i32 {
                 store,
                 store_options: store_args.options,
                 mountpoint,
-                key: key.to_config(),
+                key,
                 cache_dir: cache_dir.unwrap_or_else(config::default_cache_dir),
                 read_only,
                 foreground,
@@ -345,23 +378,75 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Sync { mountpoint } => daemon::sync_command(&mountpoint),
         Command::Status { mountpoint } => daemon::status_command(&mountpoint),
+        Command::Rekey { store, store_args, key, break_lease, stop_after_packs } => {
+            let opts = crate::rekey::RekeyOptions {
+                break_lease,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                stop_after_packs,
+            };
+            key.to_spec().and_then(|unlock| crate::rekey::rekey_command(&store, &store_args.options, &unlock, &opts))
+        }
+        Command::Key { command } => {
+            match command {
+                KeyCommand::List { store, store_args } => keyadmin::list_command(&store, &store_args.options),
+                KeyCommand::Add { store, store_args, new_slot, key } => match (new_slot.to_spec(), key.to_spec()) {
+                    (None, _) => Err("key add needs the new slot's key: --new-key-file, --new-key-env, \
+                                      --new-key-command, --pgp-cert, --new-passphrase-file, --new-passphrase-env \
+                                      or --new-passphrase-prompt"
+                        .into()),
+                    (_, Err(e)) => Err(e),
+                    (Some(new), Ok(unlock)) => {
+                        keyadmin::add_command(&store, &store_args.options, &unlock, &new, new_slot.label.as_deref())
+                    }
+                },
+                KeyCommand::Remove { store, slot, store_args, key } => key
+                    .to_spec()
+                    .and_then(|unlock| keyadmin::remove_command(&store, &store_args.options, &unlock, &slot)),
+            }
+        }
         Command::Verify { store, store_args, key, path, quick } => {
-            return ops::verify(&target(&store, &store_args, &key), &path, quick);
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            return ops::verify(&tgt, &path, quick);
         }
         Command::Export { store, dest, store_args, key, path, overwrite } => {
-            return ops::export(&target(&store, &store_args, &key), &path, &dest, overwrite);
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            return ops::export(&tgt, &path, &dest, overwrite);
         }
-        Command::Ls { store, path, store_args, key, long } => ops::ls(&target(&store, &store_args, &key), &path, long),
+        Command::Ls { store, path, store_args, key, long } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            ops::ls(&tgt, &path, long)
+        }
         Command::Cat { store, path, store_args, key } => {
-            return ops::cat(&target(&store, &store_args, &key), &path);
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            return ops::cat(&tgt, &path);
         }
         Command::Gc { store, store_args, key, cache_dir, rewrite_dead_percent, dry_run } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
             let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
-            ops::gc(&target(&store, &store_args, &key), &cache, f64::from(rewrite_dead_percent) / 100.0, dry_run)
+            ops::gc(&tgt, &cache, f64::from(rewrite_dead_percent) / 100.0, dry_run)
         }
         Command::Prune { store, store_args, key, path, keep_last, by, apply, cache_dir } => {
+            let tgt = match target(&store, &store_args, &key) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
             let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
-            ops::prune(&target(&store, &store_args, &key), &cache, &path, keep_last, by, apply)
+            ops::prune(&tgt, &cache, &path, keep_last, by, apply)
         }
     };
     match result {
@@ -374,8 +459,8 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// The vault an operator command works on.
-fn target(store: &str, store_args: &StoreArgs, key: &KeyArgs) -> crate::offline::Target {
-    crate::offline::Target { store: store.to_string(), store_options: store_args.options.clone(), key: key.to_config() }
+fn target(store: &str, store_args: &StoreArgs, key: &UnlockArgs) -> Result<crate::offline::Target, String> {
+    Ok(crate::offline::Target { store: store.to_string(), store_options: store_args.options.clone(), key: key.to_spec()? })
 }
 
 fn fail(msg: &str) -> i32 {
@@ -386,6 +471,8 @@ fn fail(msg: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::passphrase::Cost;
+    use crate::keys::{KeySource, KeyTransform, NewSlotSpec, SecretSource, UnlockSpec};
     use clap::CommandFactory;
 
     #[test]
@@ -394,17 +481,59 @@ mod tests {
     }
 
     #[test]
-    fn key_source_is_required_and_exclusive() {
-        assert!(Cli::try_parse_from(["pgcryptfs", "init", "/v"]).is_err());
-        assert!(Cli::try_parse_from(["pgcryptfs", "init", "/v", "--key-file", "a", "--key-env", "B"]).is_err());
-        let c = Cli::try_parse_from(["pgcryptfs", "init", "/v", "--key-env", "K", "--key-transform", "hex"]).unwrap();
-        match c.command {
-            Command::Init { key, chunk_size, .. } => {
-                assert_eq!(key.to_config().source, KeySource::Env("K".into()));
-                assert_eq!(key.key_transform, KeyTransform::Hex);
+    fn key_source_is_exclusive_and_maps_to_slots() {
+        let init = |args: &[&str]| match Cli::try_parse_from([&["pgcryptfs", "init", "/v"], args].concat()) {
+            Ok(Cli { command: Command::Init { key, new_slot, chunk_size, .. } }) => {
                 assert_eq!(chunk_size, 65536);
+                new_slot.first_slot(&key)
             }
-            _ => panic!(),
-        }
+            Ok(_) => panic!(),
+            Err(e) => Err(e.kind().to_string()),
+        };
+        // No key (stdin is not a terminal under cargo test).
+        assert!(init(&[]).unwrap_err().starts_with("no key given for the first slot"));
+        assert!(init(&["--key-file", "a", "--key-env", "B"]).is_err());
+        assert!(init(&["--key-file", "a", "--pgp-cert", "c"]).unwrap_err().contains("not both"));
+        assert_eq!(
+            init(&["--key-env", "K", "--key-transform", "hex"]).unwrap(),
+            NewSlotSpec::Sodium { source: KeySource::Env("K".into()), transform: KeyTransform::Hex }
+        );
+        assert_eq!(
+            init(&["--key-command", "vault read"]).unwrap(),
+            NewSlotSpec::Command { command: "vault read".into(), transform: KeyTransform::None }
+        );
+        assert_eq!(init(&["--pgp-cert", "c.asc"]).unwrap(), NewSlotSpec::OpenPgp { cert_file: "c.asc".into() });
+        assert_eq!(
+            init(&["--passphrase-file", "p", "--pwhash-opslimit", "1", "--pwhash-memlimit", "8M"]).unwrap(),
+            NewSlotSpec::Passphrase { source: SecretSource::File("p".into()), cost: Cost { opslimit: 1, memlimit: 8 << 20 } }
+        );
+        assert!(init(&["--pgp-key-file", "k"]).unwrap_err().contains("--pgp-cert"));
+    }
+
+    #[test]
+    fn unlock_options_are_shared() {
+        let c = Cli::try_parse_from([
+            "pgcryptfs", "key", "remove", "/v", "abcd", "--pgp-key-file", "k.asc", "--pgp-passphrase-env", "P",
+            "--store-opt", "region=x",
+        ])
+        .unwrap();
+        let Command::Key { command: KeyCommand::Remove { key, slot, store_args, .. } } = c.command else { panic!() };
+        assert_eq!(slot, "abcd");
+        assert_eq!(store_args.options, vec![("region".to_string(), "x".to_string())]);
+        assert_eq!(
+            key.to_spec().unwrap(),
+            UnlockSpec::OpenPgp { key_file: "k.asc".into(), passphrase: Some(SecretSource::Env("P".into())) }
+        );
+        // A PGP passphrase needs a PGP key; two unlock sources are refused.
+        assert!(Cli::try_parse_from(["pgcryptfs", "key", "list", "/v", "--pgp-passphrase-env", "P"]).is_err());
+        assert!(
+            Cli::try_parse_from(["pgcryptfs", "mount", "/v", "/m", "--passphrase-env", "P", "--key-file", "k"]).is_err()
+        );
+        let c = Cli::try_parse_from(["pgcryptfs", "mount", "/v", "/m", "--passphrase-file", "p"]).unwrap();
+        let Command::Mount { key, .. } = c.command else { panic!() };
+        assert_eq!(key.to_spec().unwrap(), UnlockSpec::Passphrase(SecretSource::File("p".into())));
+        let c = Cli::try_parse_from(["pgcryptfs", "key", "add", "/v", "--new-key-command", "c", "--key-env", "K"]).unwrap();
+        let Command::Key { command: KeyCommand::Add { new_slot, .. } } = c.command else { panic!() };
+        assert_eq!(new_slot.to_spec(), Some(NewSlotSpec::Command { command: "c".into(), transform: KeyTransform::None }));
     }
 }

@@ -3,20 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::keys::{KeySource, KeyTransform};
+use crate::keys::{NewSlotSpec, UnlockSpec};
 
-/// Where the user key comes from and how to read it.
-#[derive(Debug, Clone)]
-pub struct KeyConfig {
-    pub source: KeySource,
-    pub transform: KeyTransform,
-}
+/// What unlocks the vault (names sources; never a secret).
+pub type KeyConfig = UnlockSpec;
 
 #[derive(Debug, Clone)]
 pub struct InitConfig {
     pub store: String,
     pub store_options: Vec<(String, String)>,
-    pub key: KeyConfig,
+    /// The vault's first key slot.
+    pub first_slot: NewSlotSpec,
+    pub label: Option<String>,
     pub chunk_size: u32,
 }
 

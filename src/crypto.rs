@@ -1,4 +1,5 @@
-//! Safe wrapper over libsodium: XChaCha20-Poly1305 seal/open, subkey derivation, hashing, randomness.
+//! Safe wrapper over libsodium: XChaCha20-Poly1305 seal/open, subkey derivation, Argon2id,
+//! hashing, randomness.
 //!
 //! Nothing else in pgcryptfs calls libsodium or touches nonces. Secrets live in `Secret32`, which
 //! has no `Debug` or `Clone`, is locked in memory where the OS allows and is wiped on drop.
@@ -18,6 +19,8 @@ pub enum CryptoError {
     TooShort,
     /// libsodium could not be initialised.
     Init,
+    /// Argon2id refused its parameters or could not get the memory.
+    Pwhash,
 }
 
 impl fmt::Display for CryptoError {
@@ -26,6 +29,7 @@ impl fmt::Display for CryptoError {
             CryptoError::Authentication => write!(f, "authentication failed"),
             CryptoError::TooShort => write!(f, "sealed data is too short"),
             CryptoError::Init => write!(f, "libsodium could not be initialised"),
+            CryptoError::Pwhash => write!(f, "Argon2id failed (parameters out of range or not enough memory)"),
         }
     }
 }
@@ -61,6 +65,16 @@ impl Secret32 {
     /// For constants in tests and known-answer vectors.
     pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
         Self::take(&mut bytes)
+    }
+
+    /// A second copy in its own locked box (explicit, unlike `Clone`; no copy on the stack).
+    pub fn duplicate(&self) -> Self {
+        init();
+        let mut b = Box::new([0u8; 32]);
+        // SAFETY: b points at 32 valid bytes owned by the box for its whole life.
+        unsafe { ffi::sodium_mlock(b.as_mut_ptr().cast(), 32) };
+        b.copy_from_slice(&self.0[..]);
+        Secret32(b)
     }
 
     pub fn random() -> Self {
@@ -198,6 +212,40 @@ pub fn derive(master: &Secret32, id: u64, ctx: &[u8; 8]) -> Secret32 {
     };
     assert_eq!(rc, 0, "crypto_kdf_derive_from_key with valid sizes cannot fail");
     Secret32::take(&mut sub)
+}
+
+/// Salt length of `pwhash_argon2id`.
+pub const PWHASH_SALT_LEN: usize = ffi::crypto_pwhash_SALTBYTES as usize;
+/// libsodium's MODERATE Argon2id cost (3 passes, 256 MiB): the default for passphrase slots.
+pub const PWHASH_OPSLIMIT_MODERATE: u64 = ffi::crypto_pwhash_argon2id_OPSLIMIT_MODERATE as u64;
+pub const PWHASH_MEMLIMIT_MODERATE: u64 = ffi::crypto_pwhash_argon2id_MEMLIMIT_MODERATE as u64;
+/// libsodium's lower bounds (1 pass, 8 KiB).
+pub const PWHASH_OPSLIMIT_MIN: u64 = ffi::crypto_pwhash_argon2id_OPSLIMIT_MIN as u64;
+pub const PWHASH_MEMLIMIT_MIN: u64 = ffi::crypto_pwhash_argon2id_MEMLIMIT_MIN as u64;
+
+/// Derives a 32-byte key from a passphrase with Argon2id v1.3 (libsodium crypto_pwhash).
+pub fn pwhash_argon2id(pass: &[u8], salt: &[u8; PWHASH_SALT_LEN], opslimit: u64, memlimit: u64) -> Result<Secret32, CryptoError> {
+    init();
+    let memlimit = usize::try_from(memlimit).map_err(|_| CryptoError::Pwhash)?;
+    let mut out = [0u8; 32];
+    // SAFETY: out is 32 bytes; pass and salt are live buffers of the stated lengths.
+    let rc = unsafe {
+        ffi::crypto_pwhash(
+            out.as_mut_ptr(),
+            32,
+            pass.as_ptr().cast(),
+            pass.len() as u64,
+            salt.as_ptr(),
+            opslimit,
+            memlimit,
+            ffi::crypto_pwhash_ALG_ARGON2ID13 as i32,
+        )
+    };
+    if rc != 0 {
+        wipe(&mut out);
+        return Err(CryptoError::Pwhash);
+    }
+    Ok(Secret32::take(&mut out))
 }
 
 /// BLAKE2b-256 of `data`.
@@ -340,6 +388,34 @@ mod tests {
             crate::format::hex(&hash32(b"")),
             "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8"
         );
+    }
+
+    /// Argon2id gives the same key for the same passphrase, salt and cost, and a different
+    /// one when any of them changes; out-of-range costs are refused.
+    #[test]
+    fn argon2id_is_deterministic_and_salted() {
+        let salt = [7u8; PWHASH_SALT_LEN];
+        let a = pwhash_argon2id(b"pass", &salt, 1, 8 << 20).unwrap();
+        let b = pwhash_argon2id(b"pass", &salt, 1, 8 << 20).unwrap();
+        assert_eq!(a.expose(), b.expose());
+        assert_ne!(a.expose(), pwhash_argon2id(b"pass", &[8u8; PWHASH_SALT_LEN], 1, 8 << 20).unwrap().expose());
+        assert_ne!(a.expose(), pwhash_argon2id(b"pasS", &salt, 1, 8 << 20).unwrap().expose());
+        assert_ne!(a.expose(), pwhash_argon2id(b"pass", &salt, 2, 8 << 20).unwrap().expose());
+        assert!(matches!(pwhash_argon2id(b"pass", &salt, 0, 8 << 20), Err(CryptoError::Pwhash)));
+    }
+
+    /// libsodium's Argon2id equals the independent RustCrypto `argon2` (v1.3, one lane).
+    #[test]
+    fn argon2id_matches_independent_implementation() {
+        let salt = [0x5au8; PWHASH_SALT_LEN];
+        for (ops, kib) in [(1u32, 8192u32), (2, 16384), (3, 8)] {
+            let ours = pwhash_argon2id(b"correct horse", &salt, ops.into(), u64::from(kib) * 1024).unwrap();
+            let params = argon2::Params::new(kib, ops, 1, Some(32)).unwrap();
+            let oracle = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let mut want = [0u8; 32];
+            oracle.hash_password_into(b"correct horse", &salt, &mut want).unwrap();
+            assert_eq!(ours.expose(), &want, "ops {ops}, {kib} KiB");
+        }
     }
 
     #[test]

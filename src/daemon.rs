@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::config::{InitConfig, KeyConfig, MountConfig};
+use crate::config::{InitConfig, MountConfig};
 use crate::control;
 use crate::format;
 use crate::fs::Fs;
 use crate::fuse::FuseFs;
-use crate::keys;
+use crate::keys::Unlock;
 use crate::kmount;
 use crate::logging::{self, LogTarget};
 use crate::notify::Notifier;
@@ -26,11 +26,12 @@ use crate::vault::{self, OpenOptions, Vault};
 
 /// Creates a vault (the `init` command).
 pub fn init(cfg: &InitConfig) -> Result<String, String> {
-    let key = keys::load_user_key(&cfg.key.source, cfg.key.transform).map_err(|e| e.to_string())?;
     let store = store::open_store(&cfg.store, &cfg.store_options)?;
+    let first = cfg.first_slot.load().map_err(|e| e.to_string())?;
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let header = vault::init(store.as_ref(), &key, cfg.chunk_size, uid, gid).map_err(|e| e.to_string())?;
+    let header = vault::init_with(store.as_ref(), &first, cfg.label.as_deref(), cfg.chunk_size, uid, gid)
+        .map_err(|e| e.to_string())?;
     Ok(format!(
         "created vault {} in {} (chunk size {} bytes)",
         format::hex(&header.vault_id),
@@ -154,13 +155,15 @@ pub fn mount(mut cfg: MountConfig) -> i32 {
     if let Some(Ok(abs)) = cfg.log_file.as_ref().map(std::path::absolute) {
         cfg.log_file = Some(abs);
     }
-    if let crate::keys::KeySource::File(f) = &cfg.key.source
-        && let Ok(abs) = std::path::absolute(f)
-    {
-        cfg.key.source = crate::keys::KeySource::File(abs);
-    }
+    cfg.key.make_absolute();
+    // Secrets are read now, before the fork: a passphrase prompt needs the terminal, and a
+    // failing key command or missing file fails the mount before anything happens.
+    let unlock = match cfg.key.load() {
+        Ok(u) => u,
+        Err(e) => return fail_early(&e.to_string()),
+    };
     if cfg.foreground {
-        return serve(cfg, None);
+        return serve(cfg, unlock, None);
     }
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
@@ -178,10 +181,11 @@ pub fn mount(mut cfg: MountConfig) -> i32 {
             // SAFETY: setsid has no preconditions in a fresh child.
             unsafe { libc::setsid() };
             let _ = std::env::set_current_dir("/");
-            serve(cfg, Some(std::fs::File::from(wr)))
+            serve(cfg, unlock, Some(std::fs::File::from(wr)))
         }
         _child => {
             drop(wr);
+            drop(unlock);
             let mut msg = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut msg);
             match msg.trim() {
@@ -210,7 +214,7 @@ fn init_logging(cfg: &MountConfig, daemonized: bool) -> Result<(), String> {
 }
 
 /// Runs the mount in this process until it is unmounted; reports readiness on `ready`.
-fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
+fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> i32 {
     let report_err = |ready: &mut Option<std::fs::File>, msg: String| -> i32 {
         log::error!("{msg}");
         match ready.as_mut() {
@@ -231,7 +235,7 @@ fn serve(cfg: MountConfig, mut ready: Option<std::fs::File>) -> i32 {
         None
     });
     block_signals();
-    let (fs, session, listener) = match start(&cfg) {
+    let (fs, session, listener) = match start(&cfg, unlock) {
         Ok(x) => x,
         Err(e) => return report_err(&mut ready, e),
     };
@@ -362,8 +366,7 @@ fn clean_status(v: &Vault) -> String {
 }
 
 /// Opens the vault, binds the control socket and mounts.
-fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
-    let key = load_key(&cfg.key)?;
+fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixListener), String> {
     let store = store::open_store(&cfg.store, &cfg.store_options)?;
     let opts = OpenOptions {
         read_only: cfg.read_only,
@@ -375,7 +378,7 @@ fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixList
         cache_size: cfg.cache_size,
         readahead: cfg.readahead,
     };
-    let vault = Vault::open(store, &key, &opts).map_err(|e| e.to_string())?;
+    let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
     let fs = Arc::new(Fs::new(vault).with_sync_store(cfg.sync_store));
     let listener = bind_control(&cfg.mountpoint)?;
@@ -419,9 +422,6 @@ fn start(cfg: &MountConfig) -> Result<(Arc<Fs>, fuser::Session<FuseFs>, UnixList
     Ok((fs, session, listener))
 }
 
-fn load_key(k: &KeyConfig) -> Result<crate::crypto::Secret32, String> {
-    keys::load_user_key(&k.source, k.transform).map_err(|e| e.to_string())
-}
 
 fn bind_control(mountpoint: &Path) -> Result<UnixListener, String> {
     let path = control::socket_path(mountpoint);

@@ -273,6 +273,9 @@ pub fn journal_aad(header: &VaultHeader, seq: u64, batch: u32) -> Vec<u8> {
 // Key slots (`keys/<slot-id>`)
 
 pub const SLOT_METHOD_SODIUM: u8 = 1;
+pub const SLOT_METHOD_PASSPHRASE: u8 = 2;
+pub const SLOT_METHOD_OPENPGP: u8 = 3;
+pub const SLOT_METHOD_COMMAND: u8 = 4;
 
 /// A key slot: clear fields, then the sealed master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +394,10 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
+}
+
+pub fn slot_name(slot: &Id) -> String {
+    format!("{KEYS_PREFIX}{}", hex(slot))
 }
 
 pub fn pack_name(pack: &Id) -> String {

@@ -3,6 +3,7 @@
 //! Layers, top to bottom (lower layers never call upward): `cli` → `daemon` → `fuse` → `fs`
 //! → `vault` → (`catalog`, `cache`, `keys`, `crypto`, `store`) → `format`.
 
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod cli;
@@ -14,6 +15,8 @@ pub mod export;
 pub mod format;
 pub mod fs;
 pub mod fuse;
+pub mod keyadmin;
+pub mod keyargs;
 pub mod gc;
 pub mod keys;
 pub mod kmount;
@@ -24,6 +27,7 @@ pub mod notify;
 pub mod offline;
 pub mod ops;
 pub mod readcache;
+pub mod rekey;
 pub mod store;
 pub mod uploads;
 pub mod vault;

@@ -86,11 +86,12 @@ pub fn init(target: &LogTarget, level: Option<&str>, mountpoint: &str) -> Result
     Ok(())
 }
 
-/// Logging for the commands that are not a mount: warnings and errors to stderr (`RUST_LOG`
-/// widens it), as `pgcryptfs: LEVEL: message`.
+/// Logging for the commands that are not a mount: warnings, errors and audit lines to stderr
+/// (`RUST_LOG` changes it), as `pgcryptfs: LEVEL: message`.
 pub fn init_cli() {
     let mut b = env_logger::Builder::new();
-    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    // Key custody commands print their audit lines (SECURITY.md §5).
+    b.parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| format!("warn,{}=info", crate::audit::TARGET)));
     b.format(|buf, rec| writeln!(buf, "pgcryptfs: {}: {}", rec.level().as_str().to_ascii_lowercase(), rec.args()));
     let _ = b.try_init();
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::catalog::{Catalog, ROOT};
 use crate::config::KeyConfig;
 use crate::format::Kind;
-use crate::keys;
 use crate::store;
 use crate::vault::{OpenOptions, Vault};
 
@@ -32,9 +31,9 @@ pub fn open_writer(t: &Target, cache_root: &std::path::Path) -> Result<Vault, St
 }
 
 fn open(t: &Target, opts: &OpenOptions) -> Result<Vault, String> {
-    let key = keys::load_user_key(&t.key.source, t.key.transform).map_err(|e| e.to_string())?;
+    let key = t.key.load().map_err(|e| e.to_string())?;
     let store = store::open_store(&t.store, &t.store_options)?;
-    Vault::open(store, &key, opts).map_err(|e| e.to_string())
+    Vault::open_with(store, &key, opts).map_err(|e| e.to_string())
 }
 
 /// The inode at `path` ("" or "/" is the root); components are separated by '/'.

@@ -15,7 +15,8 @@ use crate::cache::{Cache, CacheError};
 use crate::catalog::{Catalog, CatalogError};
 use crate::crypto::{self, CryptoError, Secret32};
 use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, VaultHeader};
-use crate::keys::{self, KeyError, VaultKeys};
+use crate::audit;
+use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
 use crate::readcache::ReadCache;
 use crate::store::{Store, StoreError};
@@ -182,8 +183,21 @@ pub fn read_header(store: &dyn Store) -> Result<VaultHeader> {
     })
 }
 
-/// Creates a new vault in an empty store: header, one sodium key slot, first checkpoint.
+/// Creates a new vault in an empty store with one sodium key slot (see `init_with`).
 pub fn init(store: &dyn Store, user_key: &Secret32, chunk_size: u32, uid: u32, gid: u32) -> Result<VaultHeader> {
+    let first = NewSlot::Sodium(user_key.duplicate());
+    init_with(store, &first, Some("sodium"), chunk_size, uid, gid)
+}
+
+/// Creates a new vault in an empty store: header, its first key slot, first checkpoint.
+pub fn init_with(
+    store: &dyn Store,
+    first: &NewSlot,
+    label: Option<&str>,
+    chunk_size: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<VaultHeader> {
     format::validate_chunk_size(chunk_size).map_err(|e| VaultError::NotAVault(e.to_string()))?;
     if store.get(format::HEADER_OBJECT).is_ok() {
         return Err(VaultError::NotEmpty(format!("{} is already a pgcryptfs vault", store.describe())));
@@ -202,8 +216,8 @@ pub fn init(store: &dyn Store, user_key: &Secret32, chunk_size: u32, uid: u32, g
     };
     let master = Secret32::random();
     let now = format::Time::now();
-    let slot = keys::make_sodium_slot(&header, &master, user_key, "sodium", now.secs);
-    store.put_new(&format!("{}{}", format::KEYS_PREFIX, format::hex(&slot.slot_id)), &slot.encode())?;
+    let slot = keys::make_slot(&header, &master, first, label, now.secs)?;
+    store.put_new(&format::slot_name(&slot.slot_id), &slot.encode())?;
     let keys = VaultKeys::derive(&master);
     let body = format::encode_records(&Catalog::root_records(uid, gid, now));
     let object = seal_segment(&header, &keys.meta, format::SEGMENT_CHECKPOINT, 1, [0; 32], &body);
@@ -211,6 +225,7 @@ pub fn init(store: &dyn Store, user_key: &Secret32, chunk_size: u32, uid: u32, g
     // The header goes last: a crash during init leaves no half-made vault that mounts.
     store.put_new(format::HEADER_OBJECT, &header.encode())?;
     log::info!("initialised vault {} in {}", format::hex(&header.vault_id), store.describe());
+    audit::event("slot added (init)", &header.vault_id, &slot.slot_id, keys::method_name(slot.method), "");
     Ok(header)
 }
 
@@ -222,25 +237,77 @@ fn seal_segment(header: &VaultHeader, meta: &Secret32, kind: u8, seq: u64, prev_
     object
 }
 
-/// Unlocks the master key with the user's key.
-pub fn unlock(store: &dyn Store, header: &VaultHeader, user_key: &Secret32) -> Result<VaultKeys> {
+/// Reads every key slot object: (object name, bytes).
+pub fn read_slots(store: &dyn Store) -> Result<Vec<(String, Vec<u8>)>> {
     let mut slots = Vec::new();
     for (name, _) in store.list(format::KEYS_PREFIX)? {
-        slots.push((name.clone(), store.get(&name)?));
+        match store.get(&name) {
+            Ok(b) => slots.push((name, b)),
+            Err(StoreError::NotFound(_)) => {} // removed since the listing
+            Err(e) => return Err(e.into()),
+        }
     }
     if slots.is_empty() {
         return Err(VaultError::NotAVault(format!("{} has no key slots", store.describe())));
     }
-    let (slot_id, master) = keys::open_slots(header, &slots, user_key)?;
-    log::info!("unlocked vault {} with key slot {}", format::hex(&header.vault_id), format::hex(&slot_id));
-    Ok(VaultKeys::derive(&master))
+    Ok(slots)
 }
 
+/// Opens the master key with what the user gave; logs the unlock for the audit trail.
+pub fn unlock_master(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Result<Opened> {
+    let slots = read_slots(store)?;
+    let opened = match keys::open_slots(header, &slots, unlock) {
+        Ok(o) => o,
+        Err(e) => {
+            audit::refused(&header.vault_id, &e.to_string());
+            return Err(e.into());
+        }
+    };
+    audit::event("unlock", &header.vault_id, &opened.slot.slot_id, keys::method_name(opened.slot.method), "");
+    Ok(opened)
+}
+
+/// Unlocks the vault's subkeys.
+pub fn unlock(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Result<VaultKeys> {
+    Ok(VaultKeys::derive(&unlock_master(store, header, unlock)?.master))
+}
+
+/// The committed metadata as one checkpoint's worth of records, and the head segment's seq and
+/// hash (for rekey, which rewrites it all under a new key).
+pub fn load_records(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys) -> Result<(Vec<Record>, u64, [u8; 32])> {
+    let (catalog, head) = load_metadata(store, header, keys)?;
+    Ok((catalog.snapshot(), head.seq, head.hash))
+}
+
+/// Seals a checkpoint segment of `records` (for rekey).
+pub fn seal_checkpoint(header: &VaultHeader, meta: &Secret32, seq: u64, prev_hash: [u8; 32], records: &[Record]) -> Vec<u8> {
+    seal_segment(header, meta, format::SEGMENT_CHECKPOINT, seq, prev_hash, &format::encode_records(records))
+}
+
+/// Present while a rekey is under way or was interrupted (see `rekey`).
+pub const REKEY_PENDING_OBJECT: &str = "rekey/slot";
+
 impl Vault {
-    /// Opens a vault: unlock, load metadata, and (writable) lock the cache and recover it.
+    /// Opens a vault with a 32-byte key (sodium or command slots); see `open_with`.
     pub fn open(store: Box<dyn Store>, user_key: &Secret32, opts: &OpenOptions) -> Result<Self> {
+        Self::open_with(store, &Unlock::key(user_key), opts)
+    }
+
+    /// Opens a vault: unlock, load metadata, and (writable) lock the cache and recover it.
+    pub fn open_with(store: Box<dyn Store>, user_key: &Unlock, opts: &OpenOptions) -> Result<Self> {
         let store: Arc<dyn Store> = Arc::from(store);
         let header = read_header(store.as_ref())?;
+        match store.get(REKEY_PENDING_OBJECT) {
+            Ok(_) => {
+                return Err(VaultError::NotAVault(format!(
+                    "a rekey of {} is under way or was interrupted; run `pgcryptfs rekey` again (with the \
+                     same key) to finish it before mounting",
+                    store.describe()
+                )));
+            }
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let keys = unlock(store.as_ref(), &header, user_key)?;
         let cache = match (opts.read_only, opts.cache_root) {
             (false, Some(root)) => Some(Cache::open(root, &header.vault_id, opts.pack_target)?),
@@ -1008,7 +1075,7 @@ mod tests {
             &Secret32::from_bytes([6; 32]),
             &OpenOptions { read_only: true, ..Default::default() },
         ));
-        assert!(matches!(wrong, VaultError::Key(KeyError::WrongKey)), "{wrong}");
+        assert!(matches!(wrong, VaultError::Key(KeyError::Refused(_))), "{wrong}");
         let empty = Arc::new(MemStore::new());
         assert!(matches!(err_of(ro(&empty)), VaultError::NotAVault(_)));
     }

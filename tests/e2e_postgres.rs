@@ -109,6 +109,22 @@ fn pg_basebackup_s3_store() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(": all authentic"), "{}", String::from_utf8_lossy(&o.stdout));
 }
 
+/// The same backup into a vault whose only key slot is an OpenPGP one (a gpg-made ed25519 /
+/// cv25519 key with a passphrase): init with the certificate, mount with the secret key.
+#[test]
+#[serial]
+fn pg_basebackup_openpgp_only_vault() {
+    let keys = tempfile::tempdir_in("/var/tmp").unwrap();
+    let key = common::gpg::generate(keys.path(), "pgbackup", "ed25519", Some("backup pass phrase"));
+    let v = Vault::with_key(&key.cert_args(), &key.unlock_args());
+    let list = common::must(v.cmd("key").args(["list", &v.url]));
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains(" openpgp ") && list.contains(&key.fingerprint), "{list}");
+    backup_verify_restore(&v);
+    assert!(v.log_text().contains("audit: unlock") && v.log_text().contains("method=openpgp"), "{}", v.log_text());
+}
+
 /// Backs up a fresh cluster into the vault's mount (-Fp and -Ft), unmounts, verifies both from a
 /// read-only mount with an empty cache and starts a copy. Returns what `pgcryptfs umount` said.
 fn backup_verify_restore(v: &Vault) -> String {

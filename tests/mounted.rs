@@ -396,7 +396,7 @@ fn clear_errors() {
         "--read-only",
     ]));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("the key does not open this vault"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not open any of the vault's 1 sodium slot (check the key and --key-transform)"), "{}", stderr(&o));
     assert!(!is_mounted(&v.mnt));
     let o = run(Command::new(BIN).arg("mount").arg(&v.store).arg(&v.mnt).args(v.key_args()).args(["--key-transform", "base64"]));
     assert!(!o.status.success());

@@ -2,6 +2,7 @@
 //! teardown that always unmounts (also when a test panics).
 #![allow(dead_code)]
 
+pub mod gpg;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub struct Vault {
     /// Environment for pgcryptfs commands (credentials).
     pub env: Vec<(String, String)>,
     pub key: PathBuf,
+    /// The unlock options mount and key commands get (default: the hex key file).
+    pub unlock: Vec<String>,
     pub mnt: PathBuf,
     pub cache: PathBuf,
     pub log: PathBuf,
@@ -54,6 +57,40 @@ impl Vault {
 
     pub fn with_init_args(extra: &[&str]) -> Self {
         Self::create(None, extra)
+    }
+
+    /// A vault whose only slot is made by `init_key` (e.g. `--pgp-cert C`) and opened with
+    /// `unlock` (e.g. `--pgp-key-file K --pgp-passphrase-file P`).
+    pub fn with_key(init_key: &[String], unlock: &[String]) -> Self {
+        let mut v = Self::bare();
+        v.unlock = unlock.to_vec();
+        must(v.cmd("init").arg(&v.url).args(init_key));
+        v
+    }
+
+    /// Directories and a random hex key file, no vault yet.
+    fn bare() -> Self {
+        let dir = tempfile::Builder::new().prefix("pgcfs-test").tempdir_in("/var/tmp").unwrap();
+        let key = dir.path().join("key");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut k = [0u8; 32];
+        getrandom(&mut k);
+        std::fs::write(&key, k.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
+        let store = dir.path().join("store");
+        let unlock = vec!["--key-file".into(), key.to_string_lossy().into(), "--key-transform".into(), "hex".into()];
+        Vault {
+            cache: dir.path().join("cache"),
+            log: dir.path().join("daemon.log"),
+            url: store.to_string_lossy().into_owned(),
+            store,
+            store_opts: Vec::new(),
+            env: Vec::new(),
+            dir,
+            key,
+            unlock,
+            mnt,
+        }
     }
 
     /// A vault in a bucket of the test S3 server.
@@ -80,6 +117,7 @@ impl Vault {
                 (server.objects(prefix), url, opts, s3::S3Server::env())
             }
         };
+        let unlock = vec!["--key-file".into(), key.to_string_lossy().into(), "--key-transform".into(), "hex".into()];
         let v = Vault {
             cache: dir.path().join("cache"),
             log: dir.path().join("daemon.log"),
@@ -89,6 +127,7 @@ impl Vault {
             store_opts,
             env,
             key,
+            unlock,
             mnt,
         };
         must(v.cmd("init").arg(&v.url).args(&v.store_opts).args(v.key_args()).args(extra));
@@ -103,7 +142,7 @@ impl Vault {
     }
 
     pub fn key_args(&self) -> Vec<String> {
-        vec!["--key-file".into(), self.key.to_string_lossy().into(), "--key-transform".into(), "hex".into()]
+        self.unlock.clone()
     }
 
     /// `pgcryptfs mount` with the vault's key, cache and log, plus `extra`.

@@ -150,7 +150,7 @@ fn mount8_fstab_and_umount8() {
     let o = mount8(&["-T", fstab, mnt2.to_str().unwrap()]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(32), "{err}");
-    assert!(err.trim().lines().count() == 1 && err.contains("the key does not open this vault"), "{err}");
+    assert!(err.trim().lines().count() == 1 && err.contains("does not open any of the vault's 1 sodium slot"), "{err}");
     assert!(!is_mounted(&mnt2));
     let o = mount8(&["-t", "pgcryptfs", "-o", &format!("{},bogus=1", opts(&v.key, "cache")), v.store.to_str().unwrap(), mnt2.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("unknown option bogus"), "{}", stderr(&o));

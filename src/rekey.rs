@@ -1,0 +1,443 @@
+//! `pgcryptfs rekey`: re-encrypts every chunk and the metadata under a new master key (for a
+//! leaked master key). Resumable: the new key waits in `rekey/slot` until everything is
+//! rewritten, then replaces every key slot. Keeps only the slot that unlocked it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::audit;
+use crate::crypto::{self, Secret32, SecretBytes};
+use crate::format::{self, ChunkRef, Id, Record, Slot, VaultHeader};
+use crate::keys::{self, Opened, Unlock, VaultKeys};
+use crate::lease::{LEASE_OBJECT, Lease};
+use crate::store::{Store, StoreError};
+use crate::vault::{self, LEASE_TTL_SECS, REKEY_PENDING_OBJECT, VaultError};
+
+#[derive(Debug)]
+pub enum RekeyError {
+    Vault(VaultError),
+    /// Stopped on request (test hook) or refused before starting.
+    Stopped(String),
+    /// A pack or chunk does not match the metadata.
+    Data(String),
+}
+
+impl fmt::Display for RekeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RekeyError::Vault(e) => write!(f, "{e}"),
+            RekeyError::Stopped(m) | RekeyError::Data(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for RekeyError {}
+
+impl From<VaultError> for RekeyError {
+    fn from(e: VaultError) -> Self {
+        RekeyError::Vault(e)
+    }
+}
+impl From<StoreError> for RekeyError {
+    fn from(e: StoreError) -> Self {
+        RekeyError::Vault(e.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, RekeyError>;
+
+#[derive(Default)]
+pub struct RekeyOptions {
+    pub break_lease: bool,
+    /// Print progress on stderr (a terminal).
+    pub progress: bool,
+    /// Stop (as if interrupted) after this many packs: for tests of resuming.
+    pub stop_after_packs: Option<usize>,
+}
+
+/// What a rekey did.
+pub struct Summary {
+    pub packs: usize,
+    pub chunks: usize,
+    pub bytes: u64,
+    pub slot: Slot,
+}
+
+/// Re-encrypts the vault under a new master key, or finishes an interrupted rekey.
+pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<Summary> {
+    let header = vault::read_header(store)?;
+    let current = vault::unlock_master(store, &header, unlock)?;
+    let pending = match store.get(REKEY_PENDING_OBJECT) {
+        Ok(b) => Some(keys::open_slots(&header, &[(REKEY_PENDING_OBJECT.into(), b)], unlock).map_err(|e| {
+            RekeyError::Stopped(format!(
+                "a rekey of this vault was interrupted and its new key does not open with what was given ({e}); \
+                 resume it with the key it was started with"
+            ))
+        })?),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(p) = &pending
+        && crypto::ct_eq(p.master.expose(), current.master.expose())
+    {
+        // The slots were switched already: only the clean-up is left.
+        log::info!("resuming an interrupted rekey after its key switch");
+        let new_keys = VaultKeys::derive(&p.master);
+        finish(store, &header, &p.slot, &new_keys, None)?;
+        return Ok(Summary { packs: 0, chunks: 0, bytes: 0, slot: p.slot.clone() });
+    }
+    let old_keys = VaultKeys::derive(&current.master);
+    let lease = Lease::acquire(store, &header, &old_keys.meta, LEASE_TTL_SECS, opts.break_lease, None)
+        .map_err(VaultError::Lease)?;
+    let mut guard = LeaseGuard { store, header: &header, key: &old_keys.meta, lease: Some(lease), renewed: Instant::now() };
+    let (new_slot, new_master) = match pending {
+        Some(p) => {
+            log::info!("resuming an interrupted rekey (new slot {})", format::hex(&p.slot.slot_id));
+            (p.slot, p.master)
+        }
+        None => start(store, &header, &current)?,
+    };
+    let new_keys = VaultKeys::derive(&new_master);
+    let mut summary = Summary { packs: 0, chunks: 0, bytes: 0, slot: new_slot.clone() };
+    match vault::load_records(store, &header, &old_keys) {
+        Ok((records, seq, hash)) => {
+            let ctx = Ctx { store, header: &header, old: &old_keys, new: &new_keys, new_slot: &new_slot.slot_id };
+            let records = reencrypt(&ctx, records, &mut guard, opts, &mut summary)?;
+            let object = vault::seal_checkpoint(&header, &new_keys.meta, seq + 1, hash, &records);
+            store.put_new(&format::segment_name(seq + 1), &object)?;
+        }
+        // The new checkpoint is written already if the metadata opens with the new key.
+        Err(e) => {
+            if vault::load_records(store, &header, &new_keys).is_err() {
+                return Err(e.into());
+            }
+        }
+    }
+    finish(store, &header, &new_slot, &new_keys, Some(&mut guard))?;
+    Ok(summary)
+}
+
+/// Makes the new master key and its slot (a copy of the unlocking slot's method and params,
+/// so the same key opens it) and stores it as the pending rekey.
+fn start(store: &dyn Store, header: &VaultHeader, current: &Opened) -> Result<(Slot, Secret32)> {
+    let master = Secret32::random();
+    let mut slot = current.slot.clone();
+    slot.slot_id = crypto::random_id();
+    slot.created = format::Time::now().secs;
+    slot.sealed_key = crypto::seal(&current.slot_key, &format::slot_aad(header, &slot.prefix()), master.expose());
+    store.put_new(REKEY_PENDING_OBJECT, &slot.encode())?;
+    let detail = format!("unlocked-with={}", format::hex(&current.slot.slot_id));
+    audit::event("rekey started", &header.vault_id, &slot.slot_id, keys::method_name(slot.method), &detail);
+    Ok((slot, master))
+}
+
+/// The writer lease under the old metadata key, renewed as the work goes on.
+struct LeaseGuard<'a> {
+    store: &'a dyn Store,
+    header: &'a VaultHeader,
+    key: &'a Secret32,
+    lease: Option<Lease>,
+    renewed: Instant,
+}
+
+impl LeaseGuard<'_> {
+    fn renew(&mut self) -> Result<()> {
+        if self.renewed.elapsed() >= Duration::from_secs(LEASE_TTL_SECS as u64 / 3)
+            && let Some(l) = self.lease.as_mut()
+        {
+            l.renew(self.store, self.header, self.key).map_err(VaultError::Lease)?;
+            self.renewed = Instant::now();
+        }
+        Ok(())
+    }
+
+}
+
+/// An interrupted or failed rekey gives the lease back (the pending key stays).
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.lease.take() {
+            let _ = l.release(self.store, self.header, self.key);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    store: &'a dyn Store,
+    header: &'a VaultHeader,
+    old: &'a VaultKeys,
+    new: &'a VaultKeys,
+    new_slot: &'a Id,
+}
+
+/// The new name of an old pack: fixed for one rekey, so a resumed run finds what it wrote.
+fn new_pack_id(new_slot: &Id, old: &Id) -> Id {
+    let mut input = b"pgcfs-rekey-pack".to_vec();
+    input.extend_from_slice(new_slot);
+    input.extend_from_slice(old);
+    let h = crypto::hash32(&input);
+    let mut id = [0u8; format::ID_LEN];
+    id.copy_from_slice(&h[..format::ID_LEN]);
+    id
+}
+
+/// Rewrites every referenced chunk into new packs under the new data key; returns the records
+/// with their chunk references moved.
+fn reencrypt(
+    ctx: &Ctx,
+    mut records: Vec<Record>,
+    guard: &mut LeaseGuard,
+    opts: &RekeyOptions,
+    summary: &mut Summary,
+) -> Result<Vec<Record>> {
+    let mut file_ids = HashMap::new();
+    let mut by_pack: BTreeMap<Id, Vec<usize>> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        match r {
+            Record::Inode { ino, file_id, .. } => {
+                file_ids.insert(*ino, *file_id);
+            }
+            Record::Chunk { chunk, .. } => by_pack.entry(chunk.pack).or_default().push(i),
+            _ => {}
+        }
+    }
+    let total = by_pack.len();
+    for (n, (pack, mut list)) in by_pack.into_iter().enumerate() {
+        if opts.stop_after_packs == Some(n) {
+            return Err(RekeyError::Stopped(format!("rekey stopped after {n} of {total} packs (as asked)")));
+        }
+        list.sort_by_key(|&i| chunk_of(&records[i]).1.offset);
+        let placed = rewrite_pack(ctx, &pack, &list, &records, &file_ids)?;
+        for (i, c) in list.iter().zip(placed) {
+            if let Record::Chunk { chunk, .. } = &mut records[*i] {
+                summary.bytes += u64::from(c.len);
+                *chunk = c;
+            }
+        }
+        summary.packs += 1;
+        summary.chunks += list.len();
+        if opts.progress {
+            eprint!("\rrekey: {}/{total} packs, {} MiB", n + 1, summary.bytes >> 20);
+            let _ = std::io::stderr().flush();
+        }
+        guard.renew()?;
+    }
+    if opts.progress && total > 0 {
+        eprintln!();
+    }
+    Ok(records)
+}
+
+fn chunk_of(r: &Record) -> (u64, ChunkRef, u64) {
+    match r {
+        Record::Chunk { ino, index, chunk } => (*ino, *chunk, *index),
+        _ => unreachable!("only chunk records are grouped"),
+    }
+}
+
+/// Re-encrypts the chunks (`list`, in offset order) of one old pack into its new pack, or
+/// checks the new pack a previous run stored. Returns the new references, in `list` order.
+fn rewrite_pack(
+    ctx: &Ctx,
+    pack: &Id,
+    list: &[usize],
+    records: &[Record],
+    file_ids: &HashMap<u64, Id>,
+) -> Result<Vec<ChunkRef>> {
+    let new_id = new_pack_id(ctx.new_slot, pack);
+    let mut layout = Vec::with_capacity(list.len());
+    let mut end = 0u64;
+    for &i in list {
+        let (ino, c, index) = chunk_of(&records[i]);
+        let file_id = file_ids.get(&ino).ok_or_else(|| RekeyError::Data(format!("chunk of unknown inode {ino}")))?;
+        layout.push((c, file_id, index, end));
+        end += u64::from(c.len);
+    }
+    let mut plain = SecretBytes(Vec::new());
+    // A new pack stored by an interrupted run is kept if every chunk in it opens.
+    if let Ok(done) = ctx.store.get(&format::pack_name(&new_id))
+        && done.len() as u64 == end
+    {
+        let mut out = Vec::with_capacity(layout.len());
+        let ok = layout.iter().all(|(c, file_id, index, off)| {
+            let sealed = &done[*off as usize..(*off + u64::from(c.len)) as usize];
+            let aad = format::chunk_aad(ctx.header, file_id, *index);
+            let good = crypto::open_into(&ctx.new.data, &aad, sealed, &mut plain.0).is_ok();
+            let mut tag = [0u8; format::TAG_LEN];
+            tag.copy_from_slice(&sealed[sealed.len() - format::TAG_LEN..]);
+            out.push(ChunkRef { pack: new_id, offset: *off, len: c.len, tag });
+            good
+        });
+        crypto::wipe(&mut plain.0);
+        if ok {
+            return Ok(out);
+        }
+    }
+    let old = ctx.store.get(&format::pack_name(pack))?;
+    let mut sealed_out = Vec::with_capacity(end as usize);
+    let mut out = Vec::with_capacity(layout.len());
+    for (c, file_id, index, off) in &layout {
+        let where_ = || format!("pack {} offset {}", format::hex(pack), c.offset);
+        let range = c.offset as usize..(c.offset + u64::from(c.len)) as usize;
+        let sealed = old.get(range).ok_or_else(|| RekeyError::Data(format!("{}: the pack is too short", where_())))?;
+        if !crypto::ct_eq(&sealed[sealed.len() - format::TAG_LEN..], &c.tag) {
+            return Err(RekeyError::Data(format!("{}: the chunk is not the one the metadata records", where_())));
+        }
+        let aad = format::chunk_aad(ctx.header, file_id, *index);
+        crypto::open_into(&ctx.old.data, &aad, sealed, &mut plain.0)
+            .map_err(|e| RekeyError::Data(format!("{}: {e}", where_())))?;
+        let tag = crypto::seal_into(&ctx.new.data, &aad, &plain.0, &mut sealed_out);
+        crypto::wipe(&mut plain.0);
+        out.push(ChunkRef { pack: new_id, offset: *off, len: c.len, tag });
+    }
+    ctx.store.put(&format::pack_name(&new_id), &sealed_out)?;
+    Ok(out)
+}
+
+/// Switches the key slots to the new master key, deletes what the old key sealed (old packs,
+/// old segments, the lease) and finally the pending marker.
+fn finish(store: &dyn Store, header: &VaultHeader, slot: &Slot, new: &VaultKeys, guard: Option<&mut LeaseGuard>) -> Result<()> {
+    let name = format::slot_name(&slot.slot_id);
+    store.put(&name, &slot.encode())?;
+    let mut removed = Vec::new();
+    for (other, _) in store.list(format::KEYS_PREFIX)? {
+        if other != name {
+            delete(store, &other)?;
+            removed.push(other);
+        }
+    }
+    let (records, seq, _) = vault::load_records(store, header, new)?;
+    let keep: HashSet<Id> =
+        records.iter().filter_map(|r| if let Record::Chunk { chunk, .. } = r { Some(chunk.pack) } else { None }).collect();
+    for (p, _) in store.list(format::PACKS_PREFIX)? {
+        let id = p.strip_prefix(format::PACKS_PREFIX).and_then(format::parse_hex_id);
+        if id.is_none_or(|id| !keep.contains(&id)) {
+            delete(store, &p)?;
+        }
+    }
+    for (m, _) in store.list(format::META_PREFIX)? {
+        if format::parse_segment_name(&m).is_some_and(|s| s < seq) {
+            delete(store, &m)?;
+        }
+    }
+    // The lease is sealed under the old key, which nothing can open any more.
+    match guard {
+        Some(g) => {
+            g.lease = None;
+            delete(store, LEASE_OBJECT)?;
+        }
+        None => delete(store, LEASE_OBJECT)?,
+    }
+    delete(store, REKEY_PENDING_OBJECT)?;
+    let detail = format!("removed-slots={}", removed.len());
+    audit::event("rekey finished", &header.vault_id, &slot.slot_id, keys::method_name(slot.method), &detail);
+    Ok(())
+}
+
+fn delete(store: &dyn Store, name: &str) -> Result<()> {
+    match store.delete(name) {
+        Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `pgcryptfs rekey STORE <unlock>`.
+pub fn rekey_command(
+    url: &str,
+    options: &[(String, String)],
+    unlock: &keys::UnlockSpec,
+    opts: &RekeyOptions,
+) -> std::result::Result<String, String> {
+    let store = crate::store::open_store(url, options)?;
+    let unlock = unlock.load().map_err(|e| e.to_string())?;
+    let s = rekey(store.as_ref(), &unlock, opts).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "re-encrypted {} chunks ({} bytes) in {} packs under a new master key; the vault's only key slot is now {} ({}); \
+         add the other keys again with `pgcryptfs key add`",
+        s.chunks,
+        s.bytes,
+        s.packs,
+        format::hex(&s.slot.slot_id),
+        keys::method_name(s.slot.method)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemStore, Result as StoreResult};
+    use crate::vault::{OpenOptions, Vault};
+    use std::sync::{Arc, Mutex};
+
+    /// A memory store whose next delete under `fail_prefix` fails once (an interruption).
+    #[derive(Clone, Default)]
+    struct Flaky {
+        inner: Arc<MemStore>,
+        fail_prefix: Arc<Mutex<Option<String>>>,
+    }
+
+    impl Store for Flaky {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn put(&self, k: &str, d: &[u8]) -> StoreResult<()> {
+            self.inner.put(k, d)
+        }
+        fn put_new(&self, k: &str, d: &[u8]) -> StoreResult<()> {
+            self.inner.put_new(k, d)
+        }
+        fn get(&self, k: &str) -> StoreResult<Vec<u8>> {
+            self.inner.get(k)
+        }
+        fn get_range(&self, k: &str, o: u64, l: usize) -> StoreResult<Vec<u8>> {
+            self.inner.get_range(k, o, l)
+        }
+        fn list(&self, p: &str) -> StoreResult<Vec<(String, u64)>> {
+            self.inner.list(p)
+        }
+        fn delete(&self, k: &str) -> StoreResult<()> {
+            let mut f = self.fail_prefix.lock().unwrap();
+            if f.as_deref().is_some_and(|p| k.starts_with(p)) {
+                *f = None;
+                return Err(StoreError::Io { key: k.into(), source: std::io::Error::other("injected failure") });
+            }
+            self.inner.delete(k)
+        }
+        fn is_empty(&self) -> StoreResult<bool> {
+            self.inner.is_empty()
+        }
+    }
+
+    fn unlock() -> Unlock {
+        Unlock::key(&Secret32::from_bytes([9; 32]))
+    }
+
+    fn open(store: &Flaky) -> std::result::Result<Vault, VaultError> {
+        Vault::open_with(Box::new(store.clone()), &unlock(), &OpenOptions { read_only: true, ..Default::default() })
+    }
+
+    #[test]
+    fn interrupted_key_switch_is_finished_by_a_second_run() {
+        let store = Flaky::default();
+        let header = vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+        let old_master = vault::unlock_master(&store, &header, &unlock()).ok().unwrap().master;
+        *store.fail_prefix.lock().unwrap() = Some(format::KEYS_PREFIX.into());
+        let e = rekey(&store, &unlock(), &RekeyOptions::default()).err().unwrap().to_string();
+        assert!(e.contains("injected failure"), "{e}");
+        assert!(store.get(REKEY_PENDING_OBJECT).is_ok());
+        let refused = open(&store).err().unwrap().to_string();
+        assert!(refused.contains("a rekey of memory is under way or was interrupted"), "{refused}");
+        let s = rekey(&store, &unlock(), &RekeyOptions::default()).ok().unwrap();
+        assert!(store.get(REKEY_PENDING_OBJECT).is_err());
+        assert!(store.get(LEASE_OBJECT).is_err());
+        let slots = vault::read_slots(&store).ok().unwrap();
+        assert_eq!(slots.len(), 1);
+        assert_eq!(slots[0].0, format::slot_name(&s.slot.slot_id));
+        let new_master = vault::unlock_master(&store, &header, &unlock()).ok().unwrap().master;
+        assert!(!crypto::ct_eq(new_master.expose(), old_master.expose()));
+        assert_eq!(store.list(format::META_PREFIX).unwrap().len(), 1, "only the new checkpoint is left");
+        assert!(open(&store).is_ok());
+    }
+}
