@@ -648,9 +648,11 @@ fn restore_from_s3_reads_ahead_within_a_bounded_clean_cache() {
     let gets = s3.gets.load(SeqCst) - before;
     assert!(field(&st, "clean_bytes") <= 12 << 20, "the clean cache stays within --cache-size: {st}");
     assert!(field(&st, "evicted_blocks") > 0 && field(&st, "prefetched_blocks") >= 10, "{st}");
-    // Every byte fetched once (plus at most a readahead window past the end of a pack).
+    // About every byte once: a prefetched block may be evicted before its reader comes (the
+    // cache holds 12 of the 21 blocks, and the kernel reads ahead on several threads), so allow
+    // two readahead windows of refetching.
     let sealed = fs::metadata(&src).unwrap().len() * 65552 / 65536;
-    assert!(field(&st, "fetched_bytes") <= sealed + (4 << 20), "fetched too much: {st}");
+    assert!(field(&st, "fetched_bytes") <= sealed + (8 << 20), "fetched too much: {st}");
     assert!(gets <= 20 + 8, "{gets} GETs for 20 MiB in 1 MiB blocks: {st}");
     let private: Vec<_> = walk(&v.cache).into_iter().filter(|p| p.to_string_lossy().contains("/ro-")).collect();
     assert!(!private.is_empty(), "the read-only mount keeps its clean blocks under the cache dir");
