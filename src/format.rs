@@ -41,6 +41,7 @@ pub const DOMAIN_SEGMENT: u8 = 2;
 pub const DOMAIN_JOURNAL: u8 = 3;
 pub const DOMAIN_CHUNK: u8 = 4;
 pub const DOMAIN_LEASE: u8 = 5;
+pub const DOMAIN_REKEY_PROOF: u8 = 6;
 
 /// Object names in the store.
 pub const HEADER_OBJECT: &str = "pgcryptfs.vault";
@@ -254,6 +255,11 @@ pub fn chunk_aad(header: &VaultHeader, file_id: &Id, index: u64) -> Vec<u8> {
 /// AAD of a key slot: binds vault and every clear field of the slot.
 pub fn slot_aad(header: &VaultHeader, slot_prefix: &[u8]) -> Vec<u8> {
     aad(DOMAIN_SLOT, header, slot_prefix)
+}
+
+/// AAD of a rekey's proof (`rekey/proof`): binds vault and the whole pending slot object.
+pub fn rekey_proof_aad(header: &VaultHeader, pending_slot: &[u8]) -> Vec<u8> {
+    aad(DOMAIN_REKEY_PROOF, header, pending_slot)
 }
 
 /// AAD of a metadata segment: binds vault and the clear segment prefix (seq, kind, prev hash).

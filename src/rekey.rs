@@ -13,7 +13,7 @@ use crate::format::{self, ChunkRef, Id, Record, Slot, VaultHeader};
 use crate::keys::{self, Opened, Unlock, VaultKeys};
 use crate::lease::{LEASE_OBJECT, Lease};
 use crate::store::{Store, StoreError};
-use crate::vault::{self, LEASE_TTL_SECS, REKEY_PENDING_OBJECT, VaultError};
+use crate::vault::{self, LEASE_TTL_SECS, REKEY_PENDING_OBJECT, REKEY_PROOF_OBJECT, VaultError};
 
 #[derive(Debug)]
 pub enum RekeyError {
@@ -70,16 +70,19 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
     let header = vault::read_header(store)?;
     let current = vault::unlock_master(store, &header, unlock)?;
     let pending = match store.get(REKEY_PENDING_OBJECT) {
-        Ok(b) => Some(keys::open_slots(&header, &[(REKEY_PENDING_OBJECT.into(), b)], unlock).map_err(|e| {
-            RekeyError::Stopped(format!(
-                "a rekey of this vault was interrupted and its new key does not open with what was given ({e}); \
-                 resume it with the key it was started with"
-            ))
-        })?),
+        Ok(b) => Some((
+            keys::open_slots(&header, &[(REKEY_PENDING_OBJECT.into(), b.clone())], unlock).map_err(|e| {
+                RekeyError::Stopped(format!(
+                    "a rekey of this vault was interrupted and its new key does not open with what was given ({e}); \
+                     resume it with the key it was started with"
+                ))
+            })?,
+            b,
+        )),
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    if let Some(p) = &pending
+    if let Some((p, _)) = &pending
         && crypto::ct_eq(p.master.expose(), current.master.expose())
     {
         // The slots were switched already: only the clean-up is left.
@@ -93,11 +96,12 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
         .map_err(VaultError::Lease)?;
     let mut guard = LeaseGuard { store, header: &header, key: &old_keys.meta, lease: Some(lease), renewed: Instant::now() };
     let (new_slot, new_master) = match pending {
-        Some(p) => {
+        Some((p, bytes)) => {
+            check_proof(store, &header, &old_keys, &bytes, &p.master)?;
             log::info!("resuming an interrupted rekey (new slot {})", format::hex(&p.slot.slot_id));
             (p.slot, p.master)
         }
-        None => start(store, &header, &current)?,
+        None => start(store, &header, &current, &old_keys)?,
     };
     let new_keys = VaultKeys::derive(&new_master);
     let mut summary = Summary { packs: 0, chunks: 0, bytes: 0, slot: new_slot.clone() };
@@ -121,16 +125,45 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
 
 /// Makes the new master key and its slot (a copy of the unlocking slot's method and params,
 /// so the same key opens it) and stores it as the pending rekey.
-fn start(store: &dyn Store, header: &VaultHeader, current: &Opened) -> Result<(Slot, Secret32)> {
+fn start(store: &dyn Store, header: &VaultHeader, current: &Opened, old: &VaultKeys) -> Result<(Slot, Secret32)> {
     let master = Secret32::random();
     let mut slot = current.slot.clone();
     slot.slot_id = crypto::random_id();
     slot.created = format::Time::now().secs;
     slot.sealed_key = crypto::seal(&current.slot_key, &format::slot_aad(header, &slot.prefix()), master.expose());
-    store.put_new(REKEY_PENDING_OBJECT, &slot.encode())?;
+    let bytes = slot.encode();
+    // The proof first: a `rekey/slot` never exists without the proof that M1's holder made it.
+    let proof = crypto::seal(&old.meta, &format::rekey_proof_aad(header, &bytes), master.expose());
+    store.put(REKEY_PROOF_OBJECT, &proof)?;
+    store.put_new(REKEY_PENDING_OBJECT, &bytes)?;
     let detail = format!("unlocked-with={}", format::hex(&current.slot.slot_id));
     audit::event("rekey started", &header.vault_id, &slot.slot_id, keys::method_name(slot.method), &detail);
     Ok((slot, master))
+}
+
+/// Refuses to resume a pending rekey that the holder of the current master key did not start:
+/// anyone who can write the store and has an OpenPGP slot's public certificate could plant a
+/// `rekey/slot` with a master key of their choosing.
+fn check_proof(store: &dyn Store, header: &VaultHeader, old: &VaultKeys, pending: &[u8], master: &Secret32) -> Result<()> {
+    let refuse = |why: &str| {
+        RekeyError::Stopped(format!(
+            "the pending rekey in {REKEY_PENDING_OBJECT} {why}, so it was not made with this vault's master key \
+             (planted or damaged); nothing was changed. Delete {REKEY_PENDING_OBJECT} and {REKEY_PROOF_OBJECT} \
+             from the store to start a new rekey"
+        ))
+    };
+    let proof = match store.get(REKEY_PROOF_OBJECT) {
+        Ok(p) => p,
+        Err(StoreError::NotFound(_)) => return Err(refuse("has no proof")),
+        Err(e) => return Err(e.into()),
+    };
+    let opened = SecretBytes(
+        crypto::open(&old.meta, &format::rekey_proof_aad(header, pending), &proof).map_err(|_| refuse("has a proof that does not authenticate"))?,
+    );
+    if !crypto::ct_eq(&opened.0, master.expose()) {
+        return Err(refuse("holds a key other than its proof"));
+    }
+    Ok(())
 }
 
 /// The writer lease under the old metadata key, renewed as the work goes on.
@@ -331,6 +364,7 @@ fn finish(store: &dyn Store, header: &VaultHeader, slot: &Slot, new: &VaultKeys,
         None => delete(store, LEASE_OBJECT)?,
     }
     delete(store, REKEY_PENDING_OBJECT)?;
+    delete(store, REKEY_PROOF_OBJECT)?;
     let detail = format!("removed-slots={}", removed.len());
     audit::event("rekey finished", &header.vault_id, &slot.slot_id, keys::method_name(slot.method), &detail);
     Ok(())
@@ -439,5 +473,46 @@ mod tests {
         assert!(!crypto::ct_eq(new_master.expose(), old_master.expose()));
         assert_eq!(store.list(format::META_PREFIX).unwrap().len(), 1, "only the new checkpoint is left");
         assert!(open(&store).is_ok());
+    }
+
+    /// A `rekey/slot` planted by someone without the master key (e.g. with an OpenPGP slot's
+    /// public certificate) is never resumed: no proof, a forged proof, or a proof of another key.
+    #[test]
+    fn a_planted_pending_rekey_is_refused() {
+        let store = Flaky::default();
+        let header = vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+        let before: Vec<(String, Vec<u8>)> =
+            store.list("").unwrap().into_iter().map(|(k, _)| (k.clone(), store.get(&k).unwrap())).collect();
+        // The attacker's slot: the same method and slot key (which the public part would allow
+        // for OpenPGP), wrapping a master key of their choosing.
+        let current = vault::unlock_master(&store, &header, &unlock()).ok().unwrap();
+        let evil = Secret32::random();
+        let mut slot = current.slot.clone();
+        slot.slot_id = crypto::random_id();
+        slot.sealed_key = crypto::seal(&current.slot_key, &format::slot_aad(&header, &slot.prefix()), evil.expose());
+        let planted = slot.encode();
+        store.put(REKEY_PENDING_OBJECT, &planted).unwrap();
+        let attempts: [Option<Vec<u8>>; 3] = [
+            None,
+            Some(vec![7u8; 72]),
+            // A proof that authenticates but under the wrong key cannot be made without M1;
+            // one made with a random key stands for any other forgery.
+            Some(crypto::seal(&Secret32::random(), &format::rekey_proof_aad(&header, &planted), evil.expose())),
+        ];
+        for proof in attempts {
+            match &proof {
+                Some(p) => store.put(REKEY_PROOF_OBJECT, p).unwrap(),
+                None => store.delete(REKEY_PROOF_OBJECT).unwrap(),
+            }
+            let e = rekey(&store, &unlock(), &RekeyOptions::default()).err().unwrap().to_string();
+            assert!(e.contains("not made with this vault's master key"), "{e}");
+        }
+        store.delete(REKEY_PROOF_OBJECT).unwrap();
+        store.delete(REKEY_PENDING_OBJECT).unwrap();
+        let after: Vec<(String, Vec<u8>)> =
+            store.list("").unwrap().into_iter().map(|(k, _)| (k.clone(), store.get(&k).unwrap())).collect();
+        assert!(before == after, "a refused rekey changes nothing");
+        let master = vault::unlock_master(&store, &header, &unlock()).ok().unwrap().master;
+        assert!(crypto::ct_eq(master.expose(), current.master.expose()));
     }
 }

@@ -286,6 +286,9 @@ pub fn seal_checkpoint(header: &VaultHeader, meta: &Secret32, seq: u64, prev_has
 
 /// Present while a rekey is under way or was interrupted (see `rekey`).
 pub const REKEY_PENDING_OBJECT: &str = "rekey/slot";
+/// The new master key of a rekey sealed under the old metadata subkey: only a holder of the
+/// current master key can make it, so a planted `rekey/slot` is never resumed.
+pub const REKEY_PROOF_OBJECT: &str = "rekey/proof";
 
 impl Vault {
     /// Opens a vault with a 32-byte key (sodium or command slots); see `open_with`.
