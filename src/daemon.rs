@@ -156,6 +156,9 @@ pub fn mount(mut cfg: MountConfig) -> i32 {
         cfg.log_file = Some(abs);
     }
     cfg.key.make_absolute();
+    // Before any thread exists and before a key command runs: it unsets NOTIFY_SOCKET, so no
+    // command this process starts talks to the service manager.
+    let notifier = Notifier::from_env();
     // Secrets are read now, before the fork: a passphrase prompt needs the terminal, and a
     // failing key command or missing file fails the mount before anything happens.
     let unlock = match cfg.key.load() {
@@ -163,7 +166,7 @@ pub fn mount(mut cfg: MountConfig) -> i32 {
         Err(e) => return fail_early(&e.to_string()),
     };
     if cfg.foreground {
-        return serve(cfg, unlock, None);
+        return serve(cfg, unlock, notifier, None);
     }
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
@@ -181,7 +184,7 @@ pub fn mount(mut cfg: MountConfig) -> i32 {
             // SAFETY: setsid has no preconditions in a fresh child.
             unsafe { libc::setsid() };
             let _ = std::env::set_current_dir("/");
-            serve(cfg, unlock, Some(std::fs::File::from(wr)))
+            serve(cfg, unlock, notifier, Some(std::fs::File::from(wr)))
         }
         _child => {
             drop(wr);
@@ -214,7 +217,7 @@ fn init_logging(cfg: &MountConfig, daemonized: bool) -> Result<(), String> {
 }
 
 /// Runs the mount in this process until it is unmounted; reports readiness on `ready`.
-fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> i32 {
+fn serve(cfg: MountConfig, unlock: Unlock, notifier: std::io::Result<Option<Notifier>>, mut ready: Option<std::fs::File>) -> i32 {
     let report_err = |ready: &mut Option<std::fs::File>, msg: String| -> i32 {
         log::error!("{msg}");
         match ready.as_mut() {
@@ -225,8 +228,6 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
             None => fail_early(&msg),
         }
     };
-    // Before any thread exists (it unsets NOTIFY_SOCKET for commands this process runs).
-    let notifier = Notifier::from_env();
     if let Err(e) = init_logging(&cfg, ready.is_some()) {
         return report_err(&mut ready, e);
     }
@@ -294,7 +295,7 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
     shared.stop_cv.notify_all();
     let _ = committer.join();
     let result = match &shared.notifier {
-        None => drain(&shared.fs),
+        None => shared.fs.vault().with_lease_renewed(|| drain(&shared.fs)),
         Some(n) => {
             n.stopping(&shared.backlog_status("draining"));
             // While the drain runs: progress, and more time from the service manager for as
@@ -313,7 +314,7 @@ fn serve(cfg: MountConfig, unlock: Unlock, mut ready: Option<std::fs::File>) -> 
                         }
                     }
                 });
-                let r = drain(&shared.fs);
+                let r = shared.fs.vault().with_lease_renewed(|| drain(&shared.fs));
                 done.store(true, std::sync::atomic::Ordering::Release);
                 shared.stop_cv.notify_all();
                 r

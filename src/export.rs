@@ -163,7 +163,8 @@ pub fn export(vault: &Vault, path: &str, dest: &Path, overwrite: bool) -> Result
                         report.dirs += 1;
                         Ok(())
                     }
-                    Err(_) if to.is_dir() => Ok(()),
+                    // An existing directory is filled in; a symlink there is never followed.
+                    Err(_) if to.symlink_metadata().is_ok_and(|m| m.is_dir()) => Ok(()),
                     Err(e) => Err(format!("cannot create directory: {e}")),
                 }
             }

@@ -73,7 +73,20 @@ fn object_id(name: &str) -> &str {
 }
 
 /// Adds a slot for `new`, unlocking the master key with `unlock`.
+/// Slots change only outside a rekey: one added now would wrap the old master key, and the
+/// rekey's end would delete it (or keep one that no longer opens anything).
+fn refuse_during_rekey(store: &dyn Store) -> Result<()> {
+    match store.get(vault::REKEY_PENDING_OBJECT) {
+        Ok(_) => Err(AdminError::Refused(
+            "a rekey of this vault is under way or was interrupted: finish it with `pgcryptfs rekey` first".into(),
+        )),
+        Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn add(store: &dyn Store, unlock: &Unlock, new: &NewSlot, label: Option<&str>) -> Result<Slot> {
+    refuse_during_rekey(store)?;
     let header = vault::read_header(store)?;
     let opened = vault::unlock_master(store, &header, unlock)?;
     let slot = keys::make_slot(&header, &opened.master, new, label, format::Time::now().secs)?;
@@ -91,6 +104,7 @@ pub fn remove(store: &dyn Store, unlock: &Unlock, which: &str) -> Result<String>
     if which.is_empty() || !which.bytes().all(|c| c.is_ascii_hexdigit()) {
         return refuse(format!("'{which}' is not a slot id (hex, as `pgcryptfs key list` prints it)"));
     }
+    refuse_during_rekey(store)?;
     let header = vault::read_header(store)?;
     let opened = vault::unlock_master(store, &header, unlock)?;
     let slots = vault::read_slots(store)?;

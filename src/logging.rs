@@ -19,11 +19,20 @@ pub enum LogTarget {
 /// One datagram per record to the local syslog socket (journald listens there too).
 struct Syslog(UnixDatagram);
 
+/// Where syslog listens.
+const DEV_LOG: &str = "/dev/log";
+
 impl Write for Syslog {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let line = buf.strip_suffix(b"\n").unwrap_or(buf);
-        // A lost log line must not fail the file system; syslog drops under pressure too.
-        let _ = self.0.send(line);
+        // After a restart of journald or rsyslog the old socket is dead: connect again once.
+        if self.0.send(line).is_err()
+            && let Ok(s) = UnixDatagram::unbound().and_then(|s| s.connect(DEV_LOG).map(|_| s))
+        {
+            self.0 = s;
+            // A lost log line must not fail the file system; syslog drops under pressure too.
+            let _ = self.0.send(line);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -53,7 +62,7 @@ pub fn init(target: &LogTarget, level: Option<&str>, mountpoint: &str) -> Result
     b.parse_filters(&filters);
     match target {
         LogTarget::Syslog => {
-            let sock = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|_| s));
+            let sock = UnixDatagram::unbound().and_then(|s| s.connect(DEV_LOG).map(|_| s));
             let sock = sock.map_err(|e| format!("cannot log to syslog (/dev/log): {e}"))?;
             b.format(move |buf, rec| {
                 writeln!(buf, "<{}>pgcryptfs[{}]: {}: {}", priority(rec.level()), std::process::id(), mp, rec.args())

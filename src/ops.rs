@@ -76,7 +76,7 @@ pub fn cat(t: &Target, path: &str) -> i32 {
 /// `gc` as the vault's writer; the lease is released afterwards.
 pub fn gc(t: &Target, cache_root: &Path, rewrite_min: f64, dry_run: bool) -> Result<String, String> {
     let vault = if dry_run { offline::open_read_only(t)? } else { offline::open_writer(t, cache_root)? };
-    let r = gc::gc(&vault, rewrite_min, dry_run);
+    let r = vault.with_lease_renewed(|| gc::gc(&vault, rewrite_min, dry_run));
     if !dry_run && let Err(e) = vault.release_lease() {
         eprintln!("pgcryptfs: warning: could not release the writer lease (it expires by itself): {e}");
     }
@@ -99,7 +99,7 @@ pub fn prune(t: &Target, cache_root: &Path, path: &str, keep: usize, order: Prun
     }
     let fs = Fs::new(vault);
     let paths: Vec<String> = victims.iter().map(|v| v.path.clone()).collect();
-    let result = gc::remove_trees(&fs, &paths).and_then(|_| gc::gc(fs.vault(), 0.25, false));
+    let result = fs.vault().with_lease_renewed(|| gc::remove_trees(&fs, &paths).and_then(|_| gc::gc(fs.vault(), 0.25, false)));
     if let Err(e) = fs.vault().release_lease() {
         eprintln!("pgcryptfs: warning: could not release the writer lease (it expires by itself): {e}");
     }

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
@@ -132,7 +132,10 @@ impl ReadCache {
     pub fn open_private(parent: &Path, store: Arc<dyn Store>, budget: u64, readahead: u64) -> io::Result<Self> {
         fs::create_dir_all(parent)?;
         for e in fs::read_dir(parent)?.flatten() {
-            if !e.file_name().to_string_lossy().starts_with("ro-") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // A `.ro-` directory is one being set up: left alone unless a minute old (its maker died).
+            let young = || e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() < 60));
+            if !(name.starts_with("ro-") || (name.starts_with(".ro-") && !young())) {
                 continue;
             }
             let stale = File::open(e.path().join("lock")).map(|f| try_lock(&f)).unwrap_or(true);
@@ -140,12 +143,17 @@ impl ReadCache {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
-        let dir = parent.join(format!("ro-{}-{}", std::process::id(), format::hex(&crate::crypto::random_id()[..4])));
-        fs::create_dir(&dir)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+        // Made and locked under a name the clean-up above ignores, then renamed into place, so
+        // another read-only mount starting now never sees it unlocked.
+        let name = format!("ro-{}-{}", std::process::id(), format::hex(&crate::crypto::random_id()[..4]));
+        let staging = parent.join(format!(".{name}"));
+        fs::create_dir(&staging)?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(staging.join("lock"))?;
         if !try_lock(&lock) {
-            return Err(io::Error::other(format!("cannot lock {}", dir.display())));
+            return Err(io::Error::other(format!("cannot lock {}", staging.display())));
         }
+        let dir = parent.join(name);
+        fs::rename(&staging, &dir)?;
         let private = PrivateDir { dir: dir.clone(), _lock: lock };
         Ok(Self::start(dir, store, budget, readahead, Some(private)))
     }
@@ -175,6 +183,12 @@ impl ReadCache {
                         .name(format!("prefetch-{i}"))
                         .spawn(move || {
                             for key in rx {
+                                if inner.closed.load(Relaxed) {
+                                    // Unmounting: release the claim, fetch nothing more.
+                                    inner.state.lock().unwrap().inflight.remove(&key);
+                                    inner.changed.notify_all();
+                                    continue;
+                                }
                                 inner.prefetch(key);
                             }
                         })
@@ -411,8 +425,16 @@ impl Inner {
     }
 
     fn write_block(&self, key: &Key, data: &[u8]) -> bool {
-        let tmp = self.dir.join(format!(".tmp-{}", block_name(key)));
-        let r = fs::write(&tmp, data).and_then(|_| fs::rename(&tmp, self.path(key)));
+        // The cache directory is untrusted: never write through a planted symlink.
+        let tmp = self.dir.join(format!(".tmp-{}-{}", block_name(key), format::hex(&crate::crypto::random_id()[..4])));
+        let r = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, data))
+            .and_then(|_| fs::rename(&tmp, self.path(key)));
         if let Err(e) = r {
             log::warn!("clean cache: cannot keep {} in {}: {e}", block_name(key), self.dir.display());
             let _ = fs::remove_file(&tmp);
@@ -423,7 +445,11 @@ impl Inner {
 
     /// Copies bytes of a cached block; false (and the block dropped) if it cannot be read.
     fn read_block(&self, key: &Key, within: u64, dst: &mut [u8]) -> bool {
-        let ok = File::open(self.path(key)).and_then(|f| f.read_exact_at(dst, within));
+        let ok = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path(key))
+            .and_then(|f| f.read_exact_at(dst, within));
         match ok {
             Ok(()) => true,
             Err(e) => {

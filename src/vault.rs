@@ -240,7 +240,19 @@ fn seal_segment(header: &VaultHeader, meta: &Secret32, kind: u8, seq: u64, prev_
 /// Reads every key slot object: (object name, bytes).
 pub fn read_slots(store: &dyn Store) -> Result<Vec<(String, Vec<u8>)>> {
     let mut slots = Vec::new();
-    for (name, _) in store.list(format::KEYS_PREFIX)? {
+    let listed = store.list(format::KEYS_PREFIX)?;
+    if listed.len() > MAX_SLOTS {
+        return Err(VaultError::NotAVault(format!(
+            "{} has {} key slots, more than the {MAX_SLOTS} pgcryptfs reads (planted?)",
+            store.describe(),
+            listed.len()
+        )));
+    }
+    for (name, size) in listed {
+        if size > MAX_SLOT_BYTES {
+            log::warn!("key slot {name} is {size} bytes, more than any slot can be; skipped");
+            continue;
+        }
         match store.get(&name) {
             Ok(b) => slots.push((name, b)),
             Err(StoreError::NotFound(_)) => {} // removed since the listing
@@ -252,6 +264,12 @@ pub fn read_slots(store: &dyn Store) -> Result<Vec<(String, Vec<u8>)>> {
     }
     Ok(slots)
 }
+
+/// Most key slots a vault may have, and the largest slot object (an OpenPGP message for an
+/// RSA-4096 certificate is under 1 KiB): an attacker who can write `keys/` cannot make an unlock
+/// read without bound.
+pub const MAX_SLOTS: usize = 64;
+pub const MAX_SLOT_BYTES: u64 = 64 << 10;
 
 /// Opens the master key with what the user gave; logs the unlock for the audit trail.
 pub fn unlock_master(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Result<Opened> {
@@ -867,6 +885,35 @@ impl Vault {
             }
             r => r.map_err(VaultError::Lease),
         }
+    }
+
+    /// Runs `work` while a thread renews the writer lease every third of its lifetime, for work
+    /// that may outlast the lease (gc, prune, the drain at unmount).
+    pub fn with_lease_renewed<T>(&self, work: impl FnOnce() -> T) -> T {
+        let done = (Mutex::new(false), std::sync::Condvar::new());
+        let every = std::time::Duration::from_secs((LEASE_TTL_SECS / 3) as u64);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut finished = done.0.lock().unwrap();
+                loop {
+                    // Checked before each wait: the work may be done before this thread runs.
+                    if *finished {
+                        return;
+                    }
+                    finished = done.1.wait_timeout(finished, every).unwrap().0;
+                    if *finished {
+                        return;
+                    }
+                    if let Err(e) = self.renew_lease() {
+                        log::error!("renewing the writer lease failed: {e}");
+                    }
+                }
+            });
+            let r = work();
+            *done.0.lock().unwrap() = true;
+            done.1.notify_all();
+            r
+        })
     }
 
     /// Gives the lease back (after everything is in the store).

@@ -172,7 +172,8 @@ pub fn decrypt(key: &SecretKey, passphrase: Option<&[u8]>, message: &[u8]) -> Re
         Err(e) => return Err(failure.take().unwrap_or_else(|| Failure::Corrupt(e.to_string()))),
     };
     let mut out = SecretBytes(Vec::with_capacity(33));
-    d.read_to_end(&mut out.0).map_err(|e| Failure::Corrupt(e.to_string()))?;
+    // At most 33 bytes: a planted message that decompresses to gigabytes stops here.
+    std::io::Read::take(&mut d, 33).read_to_end(&mut out.0).map_err(|e| Failure::Corrupt(e.to_string()))?;
     if out.0.len() != 32 {
         return Err(Failure::Corrupt(format!("the message holds {} bytes, expected 32", out.0.len())));
     }

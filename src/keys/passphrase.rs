@@ -10,8 +10,8 @@ pub const ALG_ARGON2ID13: u8 = 2;
 pub const PARAMS_LEN: usize = 1 + 8 + 8 + PWHASH_SALT_LEN;
 /// Highest cost a slot may ask for when it is opened: a slot written by someone with store
 /// access must not make an unlock exhaust memory or run for hours (SENSITIVE is 1 GiB / 4).
-pub const MAX_MEMLIMIT: u64 = 4 << 30;
-pub const MAX_OPSLIMIT: u64 = 64;
+pub const MAX_MEMLIMIT: u64 = 1 << 30;
+pub const MAX_OPSLIMIT: u64 = 16;
 
 /// Argon2id cost for new slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,7 +93,15 @@ pub fn open_slots(header: &VaultHeader, slots: &[(String, Vec<u8>)], unlock: &Un
     let mut corrupt: Option<(String, String)> = None;
     let mut counts = BTreeMap::new();
     let mut pgp = PgpOutcome::default();
-    for (name, bytes) in slots {
+    // Cheapest passphrase slots first: a costly slot planted in the store is tried last.
+    let cost = |bytes: &[u8]| match Slot::decode(bytes) {
+        Ok(s) if s.method == format::SLOT_METHOD_PASSPHRASE => passphrase::Params::decode(&s.params)
+            .map_or(u128::MAX, |p| u128::from(p.cost.opslimit) * u128::from(p.cost.memlimit)),
+        _ => 0,
+    };
+    let mut ordered: Vec<&(String, Vec<u8>)> = slots.iter().collect();
+    ordered.sort_by_key(|(_, b)| cost(b));
+    for (name, bytes) in ordered {
         let slot = match Slot::decode(bytes) {
             Ok(s) => s,
             Err(e) => {
