@@ -1,7 +1,7 @@
 //! Where secrets come from: key files, env vars, commands, passphrase files and the tty prompt,
 //! and WAL-G's key transforms. Never from argv.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -37,21 +37,59 @@ pub enum SecretSource {
     Prompt,
 }
 
+/// Largest secret read from a file, a command or the terminal (an armored RSA-4096 secret key
+/// is about 7 KiB).
+const SECRET_MAX: usize = 1 << 20;
+
+/// Reads a secret into one buffer allocated up front, so no reallocation leaves an unwiped
+/// copy behind; stops at end of input (or after a newline, for a terminal).
+fn read_secret(r: &mut impl std::io::Read, line: bool) -> std::io::Result<SecretBytes> {
+    let mut buf = SecretBytes(vec![0u8; SECRET_MAX]);
+    let mut n = 0;
+    loop {
+        if n == SECRET_MAX {
+            return Err(std::io::Error::other(format!("longer than {SECRET_MAX} bytes")));
+        }
+        let k = match r.read(&mut buf.0[n..]) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        n += k;
+        if k == 0 || (line && buf.0[..n].contains(&b'\n')) {
+            break;
+        }
+    }
+    buf.0.truncate(n); // keeps the capacity, which the drop wipes
+    Ok(buf)
+}
+
 fn run_command(cmd: &str) -> Result<SecretBytes, KeyError> {
-    let out = Command::new("/bin/sh")
+    let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|e| KeyError::Source(format!("cannot run key command: {e}")))?;
-    let stdout = SecretBytes(out.stdout);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+    // stderr (not secret) drains on a thread, so a chatty command cannot block on it.
+    let mut err_pipe = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err_pipe, &mut e);
+        e
+    });
+    let stdout = read_secret(child.stdout.as_mut().expect("piped"), false);
+    let status = child.wait().map_err(|e| KeyError::Source(format!("cannot run key command: {e}")))?;
+    let stderr = errors.join().unwrap_or_default();
+    let stdout = stdout.map_err(|e| KeyError::Source(format!("reading the key command's output: {e}")))?;
+    if !status.success() {
+        let err = String::from_utf8_lossy(&stderr);
         let err = err.trim();
         return Err(KeyError::Source(format!(
             "key command failed ({}){}{}",
-            out.status,
+            status,
             if err.is_empty() { "" } else { ": " },
             err.lines().last().unwrap_or("")
         )));
@@ -66,7 +104,9 @@ fn read_env(var: &str) -> Result<SecretBytes, KeyError> {
 }
 
 fn read_file(p: &std::path::Path, what: &str) -> Result<SecretBytes, KeyError> {
-    std::fs::read(p).map(SecretBytes).map_err(|e| KeyError::Source(format!("cannot read {what} {}: {e}", p.display())))
+    std::fs::File::open(p)
+        .and_then(|mut f| read_secret(&mut f, false))
+        .map_err(|e| KeyError::Source(format!("cannot read {what} {}: {e}", p.display())))
 }
 
 impl KeySource {
@@ -139,13 +179,10 @@ pub fn prompt(text: &str) -> Result<SecretBytes, KeyError> {
     let _ = w.write_all(text.as_bytes());
     // SAFETY: as above; the old settings are restored below on every path.
     unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &quiet) };
-    let mut line = Vec::new();
-    let read = std::io::BufReader::new(&tty).read_until(b'\n', &mut line);
+    let read = read_secret(&mut &tty, true);
     // SAFETY: restores the settings read above.
     unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &old) };
-    let line = SecretBytes(line);
-    read.map_err(|e| KeyError::Source(format!("cannot read the passphrase from the terminal: {e}")))?;
-    Ok(line)
+    read.map_err(|e| KeyError::Source(format!("cannot read the passphrase from the terminal: {e}")))
 }
 
 /// Asks twice for a new passphrase; they must match.
