@@ -86,6 +86,12 @@ impl Secret32 {
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Locks the key's page again: a forked child does not inherit its parent's memory locks.
+    pub fn relock(&mut self) {
+        // SAFETY: 32 valid bytes owned by the box.
+        unsafe { ffi::sodium_mlock(self.0.as_mut_ptr().cast(), 32) };
+    }
 }
 
 impl Drop for Secret32 {

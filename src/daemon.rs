@@ -184,6 +184,8 @@ pub fn mount(mut cfg: MountConfig) -> i32 {
             // SAFETY: setsid has no preconditions in a fresh child.
             unsafe { libc::setsid() };
             let _ = std::env::set_current_dir("/");
+            let mut unlock = unlock;
+            unlock.relock();
             serve(cfg, unlock, notifier, Some(std::fs::File::from(wr)))
         }
         _child => {

@@ -74,6 +74,15 @@ pub enum Unlock {
     OpenPgp { key: openpgp::SecretKey, passphrase: Option<SecretBytes>, source: String },
 }
 
+impl Unlock {
+    /// In a forked daemon: lock the key's memory again (locks are not inherited by fork).
+    pub fn relock(&mut self) {
+        if let Unlock::Key { key, .. } = self {
+            key.relock();
+        }
+    }
+}
+
 impl UnlockSpec {
     /// Reads the secrets (runs the key command, asks on the terminal).
     pub fn load(&self) -> Result<Unlock, KeyError> {
@@ -84,9 +93,7 @@ impl UnlockSpec {
             UnlockSpec::Passphrase(s) => Unlock::Passphrase { pass: s.read("passphrase")?, source: s.describe("passphrase") },
             UnlockSpec::OpenPgp { key_file, passphrase } => {
                 let source = format!("OpenPGP key file {}", key_file.display());
-                let bytes = SecretBytes(
-                    std::fs::read(key_file).map_err(|e| KeyError::Source(format!("cannot read {source}: {e}")))?,
-                );
+                let bytes = source::read_file(key_file, "OpenPGP key file")?;
                 let key = openpgp::SecretKey::parse(&bytes.0, &source)?;
                 let passphrase = passphrase.as_ref().map(|p| p.read("OpenPGP passphrase")).transpose()?;
                 Unlock::OpenPgp { key, passphrase, source }

@@ -103,7 +103,7 @@ fn read_env(var: &str) -> Result<SecretBytes, KeyError> {
         .ok_or_else(|| KeyError::Source(format!("environment variable {var} is not set")))
 }
 
-fn read_file(p: &std::path::Path, what: &str) -> Result<SecretBytes, KeyError> {
+pub(super) fn read_file(p: &std::path::Path, what: &str) -> Result<SecretBytes, KeyError> {
     std::fs::File::open(p)
         .and_then(|mut f| read_secret(&mut f, false))
         .map_err(|e| KeyError::Source(format!("cannot read {what} {}: {e}", p.display())))
