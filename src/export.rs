@@ -286,7 +286,7 @@ pub fn ls(vault: &Vault, path: &str, long: bool) -> Result<String, String> {
             mode.push(if a.mode & bit != 0 { ch } else { '-' });
         }
         let target = if a.kind == Kind::Symlink { format!(" -> {}", String::from_utf8_lossy(&c.target)) } else { String::new() };
-        out.push_str(&format!("{kind}{mode} {:>3} {:>5} {:>5} {:>12} {} {name}{target}\n", c.nlink(), a.uid, a.gid, a.size, utc(a.mtime.secs)));
+        out.push_str(&format!("{kind}{mode} {:>3} {:>5} {:>5} {:>12} {} {name}{target}\n", c.nlink(), a.uid, a.gid, a.size, minutes(a.mtime.secs)));
     }
     Ok(out)
 }
@@ -323,31 +323,16 @@ pub fn cat(vault: &Vault, path: &str, out: &mut dyn Write) -> Result<(), String>
     out.flush().map_err(|e| format!("{path}: writing: {e}"))
 }
 
-/// "YYYY-MM-DD HH:MM" (UTC) of a Unix time, by the civil-from-days algorithm.
-fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+/// "YYYY-MM-DD HH:MM" (UTC), as `ls -l` shows a time.
+fn minutes(secs: i64) -> String {
+    crate::audit::utc(secs)[..16].replace('T', " ")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::utc;
-
     #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
-        assert_eq!(utc(1_795_378_855), "2026-11-22 20:20");
-        assert_eq!(utc(-86_400), "1969-12-31 00:00");
+    fn ls_times() {
+        assert_eq!(super::minutes(0), "1970-01-01 00:00");
+        assert_eq!(super::minutes(1_795_378_855), "2026-11-22 20:20");
     }
 }
