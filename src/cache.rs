@@ -19,6 +19,8 @@ use crate::format::{self, Id};
 pub enum CacheError {
     /// Another process has this vault's cache open.
     Busy(PathBuf),
+    /// The vault's master key is not the one this cache pinned (a rekey, or a replaced vault).
+    MasterKeyChanged(PathBuf),
     Io { what: String, source: io::Error },
 }
 
@@ -28,6 +30,13 @@ impl fmt::Display for CacheError {
             CacheError::Busy(p) => write!(
                 f,
                 "the cache directory {} is in use by another pgcryptfs process (is this vault already mounted?)",
+                p.display()
+            ),
+            CacheError::MasterKeyChanged(p) => write!(
+                f,
+                "the vault's master key is not the one this cache last mounted ({}): either `pgcryptfs rekey` \
+                 replaced it, or someone replaced the vault in the store with one the same key opens. If you \
+                 ran a rekey, mount once with --accept-new-master-key; otherwise do not write to this vault",
                 p.display()
             ),
             CacheError::Io { what, source } => write!(f, "cache: {what}: {source}"),
@@ -105,6 +114,24 @@ impl Cache {
             packer: Mutex::new(Packer { active: None, closed: Vec::new() }),
             journal: Mutex::new(None),
         })
+    }
+
+    /// Trust on first use: the first writable mount with this cache records a fingerprint of the
+    /// vault's master key; later ones refuse a different key unless `accept` (after a rekey).
+    pub fn check_master_pin(&self, pin: &[u8; 32], accept: bool) -> Result<()> {
+        let path = self.dir.join("master-pin");
+        let want = format::hex(pin);
+        match fs::read_to_string(&path) {
+            Ok(have) if have.trim() == want => return Ok(()),
+            Ok(_) if !accept => return Err(CacheError::MasterKeyChanged(path)),
+            Ok(_) | Err(_) => {}
+        }
+        let tmp = self.dir.join("master-pin.tmp");
+        fs::write(&tmp, format!("{want}\n"))
+            .and_then(|_| File::open(&tmp)?.sync_all())
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(io_err("recording the master key's fingerprint"))?;
+        self.sync_dir()
     }
 
     pub fn dir(&self) -> &Path {

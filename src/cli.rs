@@ -120,6 +120,10 @@ pub enum Command {
         /// FUSE worker threads.
         #[arg(long, default_value_t = config::DEFAULT_THREADS)]
         threads: usize,
+        /// Accept a vault master key other than the one this cache pinned at its first writable
+        /// mount (needed once after `pgcryptfs rekey`; otherwise the vault may have been replaced).
+        #[arg(long)]
+        accept_new_master_key: bool,
         /// Take over the writer lease of another mount once it has expired (that mount must be
         /// gone: two writers would corrupt the vault).
         #[arg(long)]
@@ -333,6 +337,7 @@ pub fn run(cli: Cli) -> i32 {
             store_timeout,
             sync_store,
             break_lease,
+            accept_new_master_key,
             log_file,
             syslog,
             log_level,
@@ -371,6 +376,7 @@ pub fn run(cli: Cli) -> i32 {
                 readahead,
                 noexec,
                 noatime,
+                accept_new_master_key,
             });
         }
         Command::Umount { mountpoint } => {

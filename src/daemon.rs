@@ -380,6 +380,8 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
         store_timeout: cfg.store_timeout,
         cache_size: cfg.cache_size,
         readahead: cfg.readahead,
+        master_pin: true,
+        accept_new_master_key: cfg.accept_new_master_key,
     };
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);

@@ -27,7 +27,8 @@ pub fn open_read_only(t: &Target) -> Result<Vault, String> {
 /// Opens the vault as its writer (takes the lease; refused while a mount or another command
 /// holds it), with `cache_root` for staged data and journals.
 pub fn open_writer(t: &Target, cache_root: &std::path::Path) -> Result<Vault, String> {
-    open(t, &OpenOptions { read_only: false, cache_root: Some(cache_root), cache_size: 0, ..Default::default() })
+    // gc and prune copy ciphertext and delete; they neither check nor move the mount's pin.
+    open(t, &OpenOptions { read_only: false, cache_root: Some(cache_root), cache_size: 0, master_pin: false, ..Default::default() })
 }
 
 fn open(t: &Target, opts: &OpenOptions) -> Result<Vault, String> {

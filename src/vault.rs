@@ -121,6 +121,10 @@ pub struct OpenOptions<'a> {
     pub cache_size: u64,
     /// Bytes read ahead of a sequential reader of a remote store.
     pub readahead: u64,
+    /// A writable open checks the master key against the fingerprint its cache pinned.
+    pub master_pin: bool,
+    /// ... and accepts (and pins) a different one: after a rekey.
+    pub accept_new_master_key: bool,
 }
 
 impl Default for OpenOptions<'_> {
@@ -134,6 +138,8 @@ impl Default for OpenOptions<'_> {
             store_timeout: std::time::Duration::from_secs(300),
             cache_size: 2 << 30,
             readahead: 8 << 20,
+            master_pin: true,
+            accept_new_master_key: false,
         }
     }
 }
@@ -335,6 +341,14 @@ impl Vault {
             (false, None) => return Err(VaultError::NotAVault("a writable mount needs a cache directory".into())),
             (true, _) => None,
         };
+        if let Some(c) = cache.as_ref().filter(|_| opts.master_pin) {
+            // A fingerprint of the master key (through a subkey): new data is never written into
+            // a vault that an OpenPGP certificate alone let someone replace (SECURITY.md §4).
+            let mut input = crypto::SecretBytes(Vec::with_capacity(48));
+            input.0.extend_from_slice(b"pgcfs-master-pin");
+            input.0.extend_from_slice(keys.meta.expose());
+            c.check_master_pin(&crypto::hash32(&input.0), opts.accept_new_master_key)?;
+        }
         let read_cache = match (opts.cache_root, &cache) {
             _ if !store.is_remote() || opts.cache_size == 0 => None,
             (_, Some(c)) => Some(ReadCache::open(c.dir().join("clean"), store.clone(), opts.cache_size, opts.readahead)),
@@ -1128,6 +1142,40 @@ mod tests {
         assert!(matches!(wrong, VaultError::Key(KeyError::Refused(_))), "{wrong}");
         let empty = Arc::new(MemStore::new());
         assert!(matches!(err_of(ro(&empty)), VaultError::NotAVault(_)));
+    }
+
+    /// The cache pins the master key: after the vault's key changed (here by a rekey; an
+    /// attacker replacing the vault looks the same), a writable open is refused until the
+    /// change is accepted, and then the new key is pinned.
+    #[test]
+    fn a_cache_refuses_a_changed_master_key_until_told() {
+        let mem = Arc::new(MemStore::new());
+        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let v = open(&mem, c.path()).unwrap();
+        write_file(&v, b"a", b"alpha");
+        assert!(v.commit().unwrap());
+        v.release_lease().unwrap();
+        drop(v);
+        open(&mem, c.path()).unwrap().release_lease().unwrap(); // the same key opens again
+        crate::rekey::rekey(&Shared(mem.clone()), &Unlock::key(&key()), &Default::default()).map_err(|e| e.to_string()).unwrap();
+        let refused = err_of(open(&mem, c.path()));
+        assert!(matches!(refused, VaultError::Cache(CacheError::MasterKeyChanged(_))), "{refused}");
+        assert!(refused.to_string().contains("--accept-new-master-key"), "{refused}");
+        // Read-only opens and the offline writer (gc) do not look at the pin.
+        assert!(ro(&mem).is_ok());
+        let accept = OpenOptions {
+            read_only: false,
+            cache_root: Some(c.path()),
+            pack_target: 1 << 20,
+            accept_new_master_key: true,
+            ..Default::default()
+        };
+        let v = Vault::open(Box::new(Shared(mem.clone())), &key(), &accept).unwrap();
+        assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
+        v.release_lease().unwrap();
+        drop(v);
+        open(&mem, c.path()).unwrap().release_lease().unwrap(); // the new key is pinned now
     }
 
     #[test]
