@@ -484,45 +484,7 @@ mod tests {
     use super::*;
     use crate::store::MemStore;
 
-    /// A memory store that counts ranged GETs.
-    struct Counting {
-        mem: MemStore,
-        gets: AtomicU64,
-    }
-
-    impl Store for Counting {
-        fn describe(&self) -> String {
-            "counting".into()
-        }
-        fn put(&self, k: &str, d: &[u8]) -> store::Result<()> {
-            self.mem.put(k, d)
-        }
-        fn put_new(&self, k: &str, d: &[u8]) -> store::Result<()> {
-            self.mem.put_new(k, d)
-        }
-        fn get(&self, k: &str) -> store::Result<Vec<u8>> {
-            self.mem.get(k)
-        }
-        fn get_range(&self, k: &str, o: u64, l: usize) -> store::Result<Vec<u8>> {
-            self.gets.fetch_add(1, Relaxed);
-            self.mem.get_range(k, o, l)
-        }
-        fn get_range_upto(&self, k: &str, o: u64, l: usize) -> store::Result<Vec<u8>> {
-            self.gets.fetch_add(1, Relaxed);
-            self.mem.get_range_upto(k, o, l)
-        }
-        fn list(&self, p: &str) -> store::Result<Vec<(String, u64)>> {
-            self.mem.list(p)
-        }
-        fn delete(&self, k: &str) -> store::Result<()> {
-            self.mem.delete(k)
-        }
-        fn is_empty(&self) -> store::Result<bool> {
-            self.mem.is_empty()
-        }
-    }
-
-    fn pack_of(store: &Counting, id: &Id, len: usize) -> Vec<u8> {
+    fn pack_of(store: &MemStore, id: &Id, len: usize) -> Vec<u8> {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 65536) as u8).collect();
         store.put(&format::pack_name(id), &data).unwrap();
         data
@@ -541,7 +503,7 @@ mod tests {
     #[test]
     fn reads_are_exact_and_kept_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Counting { mem: MemStore::new(), gets: AtomicU64::new(0) });
+        let store = Arc::new(MemStore::new());
         let id = [9u8; 16];
         let data = pack_of(&store, &id, 5 * BLOCK as usize + 1234);
         let rc = ReadCache::open(dir.path().join("clean"), store.clone(), 3 * BLOCK, 0).unwrap();
@@ -555,9 +517,9 @@ mod tests {
         let e = rc.read(&id, 5 * BLOCK + 1000, 500).unwrap_err();
         assert!(matches!(e, StoreError::ShortObject { .. }), "{e}");
         // Hits cost no GET.
-        let before = store.gets.load(Relaxed);
+        let before = store.range_reads();
         assert_eq!(rc.read(&id, 5, 50).unwrap(), &data[5..55]);
-        assert_eq!(store.gets.load(Relaxed), before);
+        assert_eq!(store.range_reads(), before);
         // Shrinking the budget evicts, and nothing on disk is left unaccounted.
         rc.set_budget(BLOCK);
         assert!(rc.bytes() <= BLOCK);
@@ -568,7 +530,7 @@ mod tests {
     #[test]
     fn sequential_reads_are_prefetched_and_blocks_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Counting { mem: MemStore::new(), gets: AtomicU64::new(0) });
+        let store = Arc::new(MemStore::new());
         let id = [3u8; 16];
         let data = pack_of(&store, &id, 6 * BLOCK as usize + 99);
         {
@@ -578,19 +540,19 @@ mod tests {
             wait_idle(&rc);
             assert_eq!(rc.stats().prefetched_blocks.load(Relaxed), 4);
             assert!(rc.has(&id, 4 * BLOCK + 5) && !rc.has(&id, 5 * BLOCK));
-            let gets = store.gets.load(Relaxed);
+            let gets = store.range_reads();
             // The prefetched blocks are served without a GET.
             assert_eq!(rc.read(&id, BLOCK, 3 * BLOCK as usize).unwrap(), &data[BLOCK as usize..4 * BLOCK as usize]);
-            assert_eq!(store.gets.load(Relaxed), gets);
+            assert_eq!(store.range_reads(), gets);
             let read_all = rc.read(&id, 0, data.len()).unwrap();
             assert_eq!(read_all, data);
-            assert_eq!(store.gets.load(Relaxed), gets + 1, "one GET for the two blocks left");
+            assert_eq!(store.range_reads(), gets + 1, "one GET for the two blocks left");
             assert_eq!(rc.stats().fetched_bytes.load(Relaxed), data.len() as u64, "every byte fetched once");
         }
-        let gets = store.gets.load(Relaxed);
+        let gets = store.range_reads();
         let rc = ReadCache::open(dir.path().join("clean"), store.clone(), 64 * BLOCK, 0).unwrap();
         assert_eq!(rc.read(&id, 0, data.len()).unwrap(), data);
-        assert_eq!(store.gets.load(Relaxed), gets, "a reopened cache serves its blocks");
+        assert_eq!(store.range_reads(), gets, "a reopened cache serves its blocks");
         // A damaged block file is noticed by the vault and dropped; a truncated one is refetched here.
         fs::write(rc.inner.path(&(id, 2)), b"short").unwrap();
         assert_eq!(rc.read(&id, 2 * BLOCK, 100).unwrap(), &data[2 * BLOCK as usize..2 * BLOCK as usize + 100]);

@@ -401,63 +401,24 @@ pub fn rekey_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemStore, Result as StoreResult};
+    use crate::store::MemStore;
     use crate::vault::{OpenOptions, Vault};
-    use std::sync::{Arc, Mutex};
-
-    /// A memory store whose next delete under `fail_prefix` fails once (an interruption).
-    #[derive(Clone, Default)]
-    struct Flaky {
-        inner: Arc<MemStore>,
-        fail_prefix: Arc<Mutex<Option<String>>>,
-    }
-
-    impl Store for Flaky {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        fn put(&self, k: &str, d: &[u8]) -> StoreResult<()> {
-            self.inner.put(k, d)
-        }
-        fn put_new(&self, k: &str, d: &[u8]) -> StoreResult<()> {
-            self.inner.put_new(k, d)
-        }
-        fn get(&self, k: &str) -> StoreResult<Vec<u8>> {
-            self.inner.get(k)
-        }
-        fn get_range(&self, k: &str, o: u64, l: usize) -> StoreResult<Vec<u8>> {
-            self.inner.get_range(k, o, l)
-        }
-        fn list(&self, p: &str) -> StoreResult<Vec<(String, u64)>> {
-            self.inner.list(p)
-        }
-        fn delete(&self, k: &str) -> StoreResult<()> {
-            let mut f = self.fail_prefix.lock().unwrap();
-            if f.as_deref().is_some_and(|p| k.starts_with(p)) {
-                *f = None;
-                return Err(StoreError::Io { key: k.into(), source: std::io::Error::other("injected failure") });
-            }
-            self.inner.delete(k)
-        }
-        fn is_empty(&self) -> StoreResult<bool> {
-            self.inner.is_empty()
-        }
-    }
+    use std::sync::Arc;
 
     fn unlock() -> Unlock {
         Unlock::key(&Secret32::from_bytes([9; 32]))
     }
 
-    fn open(store: &Flaky) -> std::result::Result<Vault, VaultError> {
+    fn open(store: &Arc<MemStore>) -> std::result::Result<Vault, VaultError> {
         Vault::open_with(Box::new(store.clone()), &unlock(), &OpenOptions { read_only: true, ..Default::default() })
     }
 
     #[test]
     fn interrupted_key_switch_is_finished_by_a_second_run() {
-        let store = Flaky::default();
+        let store = Arc::new(MemStore::new());
         let header = vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
         let old_master = vault::unlock_master(&store, &header, &unlock()).ok().unwrap().master;
-        *store.fail_prefix.lock().unwrap() = Some(format::KEYS_PREFIX.into());
+        store.fail_next_delete_under(format::KEYS_PREFIX);
         let e = rekey(&store, &unlock(), &RekeyOptions::default()).err().unwrap().to_string();
         assert!(e.contains("injected failure"), "{e}");
         assert!(store.get(REKEY_PENDING_OBJECT).is_ok());
@@ -479,7 +440,7 @@ mod tests {
     /// public certificate) is never resumed: no proof, a forged proof, or a proof of another key.
     #[test]
     fn a_planted_pending_rekey_is_refused() {
-        let store = Flaky::default();
+        let store = Arc::new(MemStore::new());
         let header = vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
         let before: Vec<(String, Vec<u8>)> =
             store.list("").unwrap().into_iter().map(|(k, _)| (k.clone(), store.get(&k).unwrap())).collect();

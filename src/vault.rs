@@ -1019,69 +1019,6 @@ mod tests {
     use crate::store::MemStore;
     use std::sync::Arc;
 
-    struct Shared(Arc<MemStore>);
-    impl Store for Shared {
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn put(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
-            self.0.put(k, d)
-        }
-        fn put_new(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
-            self.0.put_new(k, d)
-        }
-        fn get(&self, k: &str) -> crate::store::Result<Vec<u8>> {
-            self.0.get(k)
-        }
-        fn get_range(&self, k: &str, o: u64, l: usize) -> crate::store::Result<Vec<u8>> {
-            self.0.get_range(k, o, l)
-        }
-        fn list(&self, p: &str) -> crate::store::Result<Vec<(String, u64)>> {
-            self.0.list(p)
-        }
-        fn delete(&self, k: &str) -> crate::store::Result<()> {
-            self.0.delete(k)
-        }
-        fn is_empty(&self) -> crate::store::Result<bool> {
-            self.0.is_empty()
-        }
-    }
-
-    /// The same, posing as a remote store (so the vault keeps a clean read cache).
-    struct Remote(Arc<MemStore>);
-    impl Store for Remote {
-        fn describe(&self) -> String {
-            "remote memory".into()
-        }
-        fn put(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
-            self.0.put(k, d)
-        }
-        fn put_new(&self, k: &str, d: &[u8]) -> crate::store::Result<()> {
-            self.0.put_new(k, d)
-        }
-        fn get(&self, k: &str) -> crate::store::Result<Vec<u8>> {
-            self.0.get(k)
-        }
-        fn get_range(&self, k: &str, o: u64, l: usize) -> crate::store::Result<Vec<u8>> {
-            self.0.get_range(k, o, l)
-        }
-        fn get_range_upto(&self, k: &str, o: u64, l: usize) -> crate::store::Result<Vec<u8>> {
-            self.0.get_range_upto(k, o, l)
-        }
-        fn is_remote(&self) -> bool {
-            true
-        }
-        fn list(&self, p: &str) -> crate::store::Result<Vec<(String, u64)>> {
-            self.0.list(p)
-        }
-        fn delete(&self, k: &str) -> crate::store::Result<()> {
-            self.0.delete(k)
-        }
-        fn is_empty(&self) -> crate::store::Result<bool> {
-            self.0.is_empty()
-        }
-    }
-
     fn err_of(r: Result<Vault>) -> VaultError {
         match r {
             Err(e) => e,
@@ -1090,7 +1027,7 @@ mod tests {
     }
 
     fn ro(mem: &Arc<MemStore>) -> Result<Vault> {
-        Vault::open(Box::new(Shared(mem.clone())), &key(), &OpenOptions { read_only: true, ..Default::default() })
+        Vault::open(Box::new(mem.clone()), &key(), &OpenOptions { read_only: true, ..Default::default() })
     }
 
     fn key() -> Secret32 {
@@ -1099,7 +1036,7 @@ mod tests {
 
     fn open(mem: &Arc<MemStore>, cache: &Path) -> Result<Vault> {
         Vault::open(
-            Box::new(Shared(mem.clone())),
+            Box::new(mem.clone()),
             &key(),
             &OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20, ..Default::default() },
         )
@@ -1130,12 +1067,12 @@ mod tests {
     fn init_refuses_non_empty_and_wrong_key() {
         let mem = Arc::new(MemStore::new());
         mem.put("junk", b"x").unwrap();
-        assert!(matches!(init(&Shared(mem.clone()), &key(), 65536, 0, 0), Err(VaultError::NotEmpty(_))));
+        assert!(matches!(init(mem.as_ref(), &key(), 65536, 0, 0), Err(VaultError::NotEmpty(_))));
         let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
-        assert!(matches!(init(&Shared(mem.clone()), &key(), 65536, 0, 0), Err(VaultError::NotEmpty(_))));
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
+        assert!(matches!(init(mem.as_ref(), &key(), 65536, 0, 0), Err(VaultError::NotEmpty(_))));
         let wrong = err_of(Vault::open(
-            Box::new(Shared(mem.clone())),
+            Box::new(mem.clone()),
             &Secret32::from_bytes([6; 32]),
             &OpenOptions { read_only: true, ..Default::default() },
         ));
@@ -1150,7 +1087,7 @@ mod tests {
     #[test]
     fn a_cache_refuses_a_changed_master_key_until_told() {
         let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c = tempfile::tempdir().unwrap();
         let v = open(&mem, c.path()).unwrap();
         write_file(&v, b"a", b"alpha");
@@ -1158,7 +1095,7 @@ mod tests {
         v.release_lease().unwrap();
         drop(v);
         open(&mem, c.path()).unwrap().release_lease().unwrap(); // the same key opens again
-        crate::rekey::rekey(&Shared(mem.clone()), &Unlock::key(&key()), &Default::default()).map_err(|e| e.to_string()).unwrap();
+        crate::rekey::rekey(mem.as_ref(), &Unlock::key(&key()), &Default::default()).map_err(|e| e.to_string()).unwrap();
         let refused = err_of(open(&mem, c.path()));
         assert!(matches!(refused, VaultError::Cache(CacheError::MasterKeyChanged(_))), "{refused}");
         assert!(refused.to_string().contains("--accept-new-master-key"), "{refused}");
@@ -1171,7 +1108,7 @@ mod tests {
             accept_new_master_key: true,
             ..Default::default()
         };
-        let v = Vault::open(Box::new(Shared(mem.clone())), &key(), &accept).unwrap();
+        let v = Vault::open(Box::new(mem.clone()), &key(), &accept).unwrap();
         assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
         v.release_lease().unwrap();
         drop(v);
@@ -1181,7 +1118,7 @@ mod tests {
     #[test]
     fn commit_then_reopen_from_empty_cache() {
         let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c1 = tempfile::tempdir().unwrap();
         let v = open(&mem, c1.path()).unwrap();
         write_file(&v, b"a", b"alpha");
@@ -1200,8 +1137,8 @@ mod tests {
 
     #[test]
     fn a_damaged_clean_cache_is_refetched_but_a_damaged_store_is_an_error() {
-        let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        let mem = Arc::new(MemStore::remote()); // a vault keeps a clean read cache only for remote stores
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c1 = tempfile::tempdir().unwrap();
         let v = open(&mem, c1.path()).unwrap();
         write_file(&v, b"a", b"alpha");
@@ -1210,7 +1147,7 @@ mod tests {
         drop(v);
         let root = tempfile::tempdir().unwrap();
         let opts = OpenOptions { read_only: true, cache_root: Some(root.path()), readahead: 0, ..Default::default() };
-        let v = Vault::open(Box::new(Remote(mem.clone())), &key(), &opts).unwrap();
+        let v = Vault::open(Box::new(mem.clone()), &key(), &opts).unwrap();
         assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
         let rc = v.read_cache().expect("a remote store gets a clean cache");
         assert_eq!((rc.stats().misses.load(Ordering::Relaxed), rc.bytes() > 0), (1, true));
@@ -1244,7 +1181,7 @@ mod tests {
     #[test]
     fn checkpoints_replace_old_segments() {
         let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c1 = tempfile::tempdir().unwrap();
         let v = open(&mem, c1.path()).unwrap();
         for i in 0..40u32 {
@@ -1265,7 +1202,7 @@ mod tests {
     #[test]
     fn journal_recovery_after_crash() {
         let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c1 = tempfile::tempdir().unwrap();
         let v = open(&mem, c1.path()).unwrap();
         write_file(&v, b"synced", b"durable");
@@ -1288,7 +1225,7 @@ mod tests {
     #[test]
     fn tampering_is_detected() {
         let mem = Arc::new(MemStore::new());
-        init(&Shared(mem.clone()), &key(), 65536, 0, 0).unwrap();
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c1 = tempfile::tempdir().unwrap();
         let v = open(&mem, c1.path()).unwrap();
         write_file(&v, b"a", b"alpha");

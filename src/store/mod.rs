@@ -122,15 +122,81 @@ pub fn parse_option(s: &str) -> std::result::Result<(String, String), String> {
     Ok((k, v.trim().to_string()))
 }
 
-/// An in-memory store, for tests of the layers above the seam.
+/// An in-memory store, for tests of the layers above the seam, with the test hooks they need:
+/// posing as a remote store, counting ranged reads, failing one delete.
 #[derive(Default)]
 pub struct MemStore {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    remote: bool,
+    range_reads: std::sync::atomic::AtomicU64,
+    fail_delete_under: Mutex<Option<String>>,
 }
 
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// One that says it is remote (so a vault keeps a clean read cache for it).
+    pub fn remote() -> Self {
+        Self { remote: true, ..Self::default() }
+    }
+
+    /// Ranged reads (`get_range`, `get_range_upto`) served so far.
+    pub fn range_reads(&self) -> u64 {
+        self.range_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next delete of a key under `prefix` fails once (an interruption).
+    pub fn fail_next_delete_under(&self, prefix: &str) {
+        *self.fail_delete_under.lock().unwrap() = Some(prefix.to_string());
+    }
+
+    fn count_range_read(&self) {
+        self.range_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A shared store is a store (tests keep an `Arc` to look inside what they hand over).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        (**self).put(key, data)
+    }
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
+        (**self).put_new(key, data)
+    }
+    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        (**self).put_file(key, path)
+    }
+    fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
+        (**self).put_moving(key, path)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        (**self).get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        (**self).get_range(key, offset, len)
+    }
+    fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        (**self).get_range_upto(key, offset, len)
+    }
+    fn is_remote(&self) -> bool {
+        (**self).is_remote()
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key)
+    }
+    fn is_empty(&self) -> Result<bool> {
+        (**self).is_empty()
+    }
+    fn free_bytes(&self) -> Option<(u64, u64)> {
+        (**self).free_bytes()
     }
 }
 
@@ -154,6 +220,7 @@ impl Store for MemStore {
         self.objects.lock().unwrap().get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))
     }
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.count_range_read();
         let o = self.objects.lock().unwrap();
         let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let end = offset as usize + len;
@@ -163,6 +230,7 @@ impl Store for MemStore {
         Ok(v[offset as usize..end].to_vec())
     }
     fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.count_range_read();
         let o = self.objects.lock().unwrap();
         let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let start = (offset as usize).min(v.len());
@@ -175,7 +243,15 @@ impl Store for MemStore {
             .map(|(k, v)| (k.clone(), v.len() as u64))
             .collect())
     }
+    fn is_remote(&self) -> bool {
+        self.remote
+    }
     fn delete(&self, key: &str) -> Result<()> {
+        let mut fail = self.fail_delete_under.lock().unwrap();
+        if fail.as_deref().is_some_and(|p| key.starts_with(p)) {
+            *fail = None;
+            return Err(StoreError::Io { key: key.into(), source: io::Error::other("injected failure") });
+        }
         self.objects.lock().unwrap().remove(key);
         Ok(())
     }
