@@ -134,16 +134,10 @@ impl Store for LocalStore {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let f = self.open_for_read(key)?;
-        let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            let n = f.read_at(&mut buf[done..], offset + done as u64).map_err(Self::io(key))?;
-            if n == 0 {
-                let have = f.metadata().map(|m| m.len()).unwrap_or(0);
-                return Err(StoreError::ShortObject { key: key.to_string(), want: offset + len as u64, have });
-            }
-            done += n;
+        let buf = self.get_range_upto(key, offset, len)?;
+        if buf.len() < len {
+            let have = self.open_for_read(key)?.metadata().map(|m| m.len()).unwrap_or(0);
+            return Err(StoreError::ShortObject { key: key.to_string(), want: offset + len as u64, have });
         }
         Ok(buf)
     }
