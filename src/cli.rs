@@ -148,11 +148,8 @@ pub enum Command {
     Status { mountpoint: PathBuf },
     /// Check that every object the vault refers to exists and authenticates; exit 0 only if all do.
     Verify {
-        store: String,
         #[command(flatten)]
-        store_args: StoreArgs,
-        #[command(flatten)]
-        key: UnlockArgs,
+        vault: VaultArgs,
         /// Only the files under this path of the vault.
         #[arg(long, default_value = "")]
         path: String,
@@ -162,12 +159,9 @@ pub enum Command {
     },
     /// Write the decrypted tree (or the part under --path) into DEST, without FUSE.
     Export {
-        store: String,
+        #[command(flatten)]
+        vault: VaultArgs,
         dest: PathBuf,
-        #[command(flatten)]
-        store_args: StoreArgs,
-        #[command(flatten)]
-        key: UnlockArgs,
         /// Only this path of the vault (a directory or a file).
         #[arg(long, default_value = "")]
         path: String,
@@ -177,33 +171,24 @@ pub enum Command {
     },
     /// List a directory of the vault.
     Ls {
-        store: String,
+        #[command(flatten)]
+        vault: VaultArgs,
         #[arg(default_value = "")]
         path: String,
-        #[command(flatten)]
-        store_args: StoreArgs,
-        #[command(flatten)]
-        key: UnlockArgs,
         /// Type, mode, links, owner, size, modification time (UTC).
         #[arg(short, long)]
         long: bool,
     },
     /// Write a file of the vault to standard output.
     Cat {
-        store: String,
+        #[command(flatten)]
+        vault: VaultArgs,
         path: String,
-        #[command(flatten)]
-        store_args: StoreArgs,
-        #[command(flatten)]
-        key: UnlockArgs,
     },
     /// Reclaim the space of deleted and overwritten data (takes the writer lease).
     Gc {
-        store: String,
         #[command(flatten)]
-        store_args: StoreArgs,
-        #[command(flatten)]
-        key: UnlockArgs,
+        vault: VaultArgs,
         /// Cache directory (as for mount) for the copies being made.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
@@ -216,11 +201,8 @@ pub enum Command {
     },
     /// Delete all but the newest N backup directories under --path, then gc. Dry run unless --apply.
     Prune {
-        store: String,
         #[command(flatten)]
-        store_args: StoreArgs,
-        #[command(flatten)]
-        key: UnlockArgs,
+        vault: VaultArgs,
         /// The directory holding one subdirectory per backup.
         #[arg(long)]
         path: String,
@@ -410,51 +392,26 @@ pub fn run(cli: Cli) -> i32 {
                     .and_then(|unlock| keyadmin::remove_command(&store, &store_args.options, &unlock, &slot)),
             }
         }
-        Command::Verify { store, store_args, key, path, quick } => {
-            let tgt = match target(&store, &store_args, &key) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            return ops::verify(&tgt, &path, quick);
+        Command::Verify { vault, path, quick } => return with_target(&vault, |t| ops::verify(t, &path, quick)),
+        Command::Export { vault, dest, path, overwrite } => {
+            return with_target(&vault, |t| ops::export(t, &path, &dest, overwrite));
         }
-        Command::Export { store, dest, store_args, key, path, overwrite } => {
-            let tgt = match target(&store, &store_args, &key) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            return ops::export(&tgt, &path, &dest, overwrite);
-        }
-        Command::Ls { store, path, store_args, key, long } => {
-            let tgt = match target(&store, &store_args, &key) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            ops::ls(&tgt, &path, long)
-        }
-        Command::Cat { store, path, store_args, key } => {
-            let tgt = match target(&store, &store_args, &key) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            return ops::cat(&tgt, &path);
-        }
-        Command::Gc { store, store_args, key, cache_dir, rewrite_dead_percent, dry_run } => {
-            let tgt = match target(&store, &store_args, &key) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
+        Command::Ls { vault, path, long } => return with_target(&vault, |t| finish(ops::ls(t, &path, long))),
+        Command::Cat { vault, path } => return with_target(&vault, |t| ops::cat(t, &path)),
+        Command::Gc { vault, cache_dir, rewrite_dead_percent, dry_run } => {
             let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
-            ops::gc(&tgt, &cache, f64::from(rewrite_dead_percent) / 100.0, dry_run)
+            return with_target(&vault, |t| finish(ops::gc(t, &cache, f64::from(rewrite_dead_percent) / 100.0, dry_run)));
         }
-        Command::Prune { store, store_args, key, path, keep_last, by, apply, cache_dir } => {
-            let tgt = match target(&store, &store_args, &key) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
+        Command::Prune { vault, path, keep_last, by, apply, cache_dir } => {
             let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
-            ops::prune(&tgt, &cache, &path, keep_last, by, apply)
+            return with_target(&vault, |t| finish(ops::prune(t, &cache, &path, keep_last, by, apply)));
         }
     };
+    finish(result)
+}
+
+/// A command's message on stdout (exit 0), or its error on stderr (exit 1).
+fn finish(result: Result<String, String>) -> i32 {
     match result {
         Ok(msg) => {
             println!("{msg}");
@@ -464,9 +421,23 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// The vault an operator command works on.
-fn target(store: &str, store_args: &StoreArgs, key: &UnlockArgs) -> Result<crate::offline::Target, String> {
-    Ok(crate::offline::Target { store: store.to_string(), store_options: store_args.options.clone(), key: key.to_spec()? })
+/// The vault an operator command works on: STORE, its store options, and how to unlock it.
+#[derive(Args, Clone)]
+pub struct VaultArgs {
+    store: String,
+    #[command(flatten)]
+    store_args: StoreArgs,
+    #[command(flatten)]
+    key: UnlockArgs,
+}
+
+/// Runs `op` on the vault `v` names, or fails with why it cannot be named.
+fn with_target(v: &VaultArgs, op: impl FnOnce(&crate::offline::Target) -> i32) -> i32 {
+    let key = match v.key.to_spec() {
+        Ok(k) => k,
+        Err(e) => return fail(&e),
+    };
+    op(&crate::offline::Target { store: v.store.clone(), store_options: v.store_args.options.clone(), key })
 }
 
 fn fail(msg: &str) -> i32 {
