@@ -42,6 +42,28 @@ fn chown_postgres(p: &Path) {
     must(Command::new("chown").args(["-R", "postgres:postgres"]).arg(p));
 }
 
+/// A cluster directory made by initdb under the vault's temp dir: `work/{data,sock}`, owned by
+/// `postgres`; the binaries of the newest PostgreSQL.
+struct PgWork {
+    bin: PathBuf,
+    work: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+}
+
+impl PgWork {
+    fn init(v: &Vault) -> Self {
+        let bin = pg_bin();
+        fs::set_permissions(v.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let work = v.dir.path().join("pg");
+        let (data, sock) = (work.join("data"), work.join("sock"));
+        fs::create_dir_all(&sock).unwrap();
+        chown_postgres(&work);
+        must(as_postgres(&bin, "initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-N"]));
+        PgWork { bin, work, data, sock }
+    }
+}
+
 /// A running cluster; stopped on drop.
 struct Cluster {
     bin: PathBuf,
@@ -128,18 +150,9 @@ fn pg_basebackup_openpgp_only_vault() {
 /// Backs up a fresh cluster into the vault's mount (-Fp and -Ft), unmounts, verifies both from a
 /// read-only mount with an empty cache and starts a copy. Returns what `pgcryptfs umount` said.
 fn backup_verify_restore(v: &Vault) -> String {
-    let bin = pg_bin();
-    fs::set_permissions(v.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let work = v.dir.path().join("pg");
-    let data = work.join("data");
-    let sock = work.join("sock");
-    fs::create_dir_all(&sock).unwrap();
-    chown_postgres(&work);
-    must(as_postgres(&bin, "initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-N"]));
+    let PgWork { bin, work, data, sock } = PgWork::init(v);
     let primary = Cluster::start(&bin, &data, &sock);
-    let mut init = as_postgres(&bin, "pgbench");
-    primary.conn(&mut init);
-    must(init.args(["-i", "-s", "10", "-q", "postgres"]));
+    primary.pgbench(&["-i", "-s", "10", "-q"]);
     let rows = primary.query("SELECT count(*) FROM pgbench_accounts");
     assert_eq!(rows, "1000000");
     let balance = primary.query("SELECT sum(abalance) + count(*) FROM pgbench_accounts");
@@ -282,14 +295,9 @@ impl Cluster {
 fn wal_archive_and_point_in_time_recovery() {
     let t0 = std::time::Instant::now();
     let doc = WalDoc::load();
-    let bin = pg_bin();
     let v = Vault::new();
-    fs::set_permissions(v.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let PgWork { bin, work, data, sock } = PgWork::init(&v);
     let mnt = v.mnt.to_str().unwrap().to_string();
-    let work = v.dir.path().join("pg");
-    let data = work.join("data");
-    let sock = work.join("sock");
-    fs::create_dir_all(&sock).unwrap();
     let script = work.join("pgcryptfs-archive-wal");
     fs::write(&script, doc.script()).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
@@ -301,7 +309,6 @@ fn wal_archive_and_point_in_time_recovery() {
     // The archive side: the mount first (archiving starts with the server).
     let m = v.mount(&["--allow-other", "--sync-store"]);
     must(Command::new("timeout").args(["20", "install", "-d", "-o", "postgres", "-g", "postgres"]).arg(&wal).arg(format!("{mnt}/base")));
-    must(as_postgres(&bin, "initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-N"]));
     let settings = [doc.setting("wal_level"), doc.setting("archive_mode"), local(doc.setting("archive_command"))];
     eprintln!("primary settings: {settings:?}");
     let mut conf = fs::read_to_string(data.join("postgresql.conf")).unwrap();

@@ -3,12 +3,11 @@
 //! cache. Then prune keeps the newest backup.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use serial_test::serial;
 
-use super::{Cluster, as_postgres, chown_postgres, pg_bin};
+use super::{Cluster, as_postgres, chown_postgres};
 use crate::common::*;
 
 fn pack_bytes(v: &Vault) -> u64 {
@@ -19,17 +18,9 @@ fn pack_bytes(v: &Vault) -> u64 {
 #[serial]
 fn gc_after_deleting_a_backup_keeps_the_other_verifiable() {
     let v = Vault::new();
-    let bin = pg_bin();
-    fs::set_permissions(v.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let work = v.dir.path().join("pg");
-    let (data, sock) = (work.join("data"), work.join("sock"));
-    fs::create_dir_all(&sock).unwrap();
-    chown_postgres(&work);
-    must(as_postgres(&bin, "initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-N"]));
+    let super::PgWork { bin, data, sock, .. } = super::PgWork::init(&v);
     let primary = Cluster::start(&bin, &data, &sock);
-    let mut init = as_postgres(&bin, "pgbench");
-    primary.conn(&mut init);
-    must(init.args(["-i", "-s", "4", "-q", "postgres"]));
+    primary.pgbench(&["-i", "-s", "4", "-q"]);
 
     let m = v.mount(&["--allow-other"]);
     fs::create_dir(v.path("base")).unwrap();
@@ -40,9 +31,7 @@ fn gc_after_deleting_a_backup_keeps_the_other_verifiable() {
         must(c.arg("-D").arg(v.path(dir)).args(["-F", "p", "-X", "stream", "-c", "fast", "-U", "postgres"]));
     };
     backup("base/2026-11-01");
-    let mut work_load = as_postgres(&bin, "pgbench");
-    primary.conn(&mut work_load);
-    must(work_load.args(["-t", "200", "-n", "postgres"]));
+    primary.pgbench(&["-t", "200", "-n"]);
     backup("base/2026-11-02");
     m.umount();
     drop(primary);
