@@ -99,37 +99,12 @@ impl Vault {
     }
 
     fn create(s3: Option<(&s3::S3Server, &str)>, extra: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("pgcfs-test").tempdir_in("/var/tmp").unwrap();
-        let key = dir.path().join("key");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let mut k = [0u8; 32];
-        getrandom(&mut k);
-        std::fs::write(&key, k.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
-        let (store, url, store_opts, env) = match s3 {
-            None => {
-                let store = dir.path().join("store");
-                let url = store.to_string_lossy().into_owned();
-                (store, url, Vec::new(), Vec::new())
-            }
-            Some((server, prefix)) => {
-                let (url, opts) = server.store_args(prefix);
-                (server.objects(prefix), url, opts, s3::S3Server::env())
-            }
-        };
-        let unlock = vec!["--key-file".into(), key.to_string_lossy().into(), "--key-transform".into(), "hex".into()];
-        let v = Vault {
-            cache: dir.path().join("cache"),
-            log: dir.path().join("daemon.log"),
-            dir,
-            store,
-            url,
-            store_opts,
-            env,
-            key,
-            unlock,
-            mnt,
-        };
+        let mut v = Self::bare();
+        if let Some((server, prefix)) = s3 {
+            (v.url, v.store_opts) = server.store_args(prefix);
+            v.store = server.objects(prefix);
+            v.env = s3::S3Server::env();
+        }
         must(v.cmd("init").arg(&v.url).args(&v.store_opts).args(v.key_args()).args(extra));
         v
     }
