@@ -1,5 +1,5 @@
 # Shell functions shared by the benchmarks in this directory (sourced, not run).
-# They use the caller's globals: WORK, PGBIN, SOCK, PGDATA, LOGS, TIMEOUT, PORT, PG_STARTED.
+# They use the caller's globals: WORK, PGBIN, SOCK, PGDATA, LOGS, TIMEOUT, PORT, PG_STARTED, SCALE, ROUNDS.
 
 die() { echo "ERROR: $*" >&2; exit 1; }
 log() { echo "## $*" >&2; }
@@ -75,4 +75,24 @@ start_cluster() {
         || { cat "$LOGS/pgbench.log" >&2; die "pgbench -i failed"; }
     pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c 'VACUUM ANALYZE' >/dev/null
     DBSIZE=$(pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
+}
+
+# The tail of a report's header: settings, memory and the disk under $WORK.
+report_settings() {
+    echo "- SCALE=$SCALE ROUNDS=$ROUNDS WORK=$WORK"
+    echo
+    echo '```'
+    free -g
+    echo
+    df -h "$WORK"
+    echo '```'
+}
+
+# A random hex key in $WORK/key; sets KEYOPTS (pgcryptfs's key options) and BB (pg_basebackup
+# -Fp -X stream as postgres against the cluster), for after start_cluster.
+backup_setup() {
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/key"
+    chmod 600 "$WORK/key"
+    KEYOPTS=(--key-file "$WORK/key" --key-transform hex)
+    BB=(runuser -u postgres -- "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -Fp -X stream)
 }

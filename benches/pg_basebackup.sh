@@ -104,22 +104,13 @@ echo "- $("$PGCRYPTFS" --version) ($(readlink -f "$PGCRYPTFS_SRC"), built $(date
 echo "- gocryptfs: $(gocryptfs -version 2>&1 | head -n1)"
 echo "- postgres: $("$PGBIN/postgres" --version)"
 echo "- kernel: $(uname -r); nproc: $(nproc); loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- SCALE=$SCALE ROUNDS=$ROUNDS WORK=$WORK"
-echo
-echo '```'
-free -g
-echo
-df -h "$WORK"
-echo '```'
+report_settings
 } | tee "$OUT"
 
 # ---------------------------------------------------------------- postgres
 start_cluster
 
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/key"
-chmod 600 "$WORK/key"
-BB=(runuser -u postgres -- "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -Fp -X stream)
-KEYOPTS=(--key-file "$WORK/key" --key-transform hex)
+backup_setup
 
 # ---------------------------------------------------------------- rounds
 declare -a R_PLAIN R_PGC R_PGCU R_PGCT R_GOC R_GOCU R_PLAIN_RD R_PGC_RD R_GOC_RD R_RSS_W R_RSS_R

@@ -226,22 +226,13 @@ echo "- rclone: $(rclone version 2>/dev/null | head -n1)"
 echo "- S3 endpoint: examples/s3_endpoint (s3s-fs 0.14.1) on 127.0.0.1, objects as files on the same disk"
 echo "- postgres: $("$PGBIN/postgres" --version)"
 echo "- kernel: $(uname -r); nproc: $(nproc); uptime at start: $(uptime)"
-echo "- SCALE=$SCALE ROUNDS=$ROUNDS WORK=$WORK"
-echo
-echo '```'
-free -g
-echo
-df -h "$WORK"
-echo '```'
+report_settings
 } | tee "$OUT"
 
 # ---------------------------------------------------------------- postgres
 start_cluster
 
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/key"
-chmod 600 "$WORK/key"
-BB=(runuser -u postgres -- "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -Fp -X stream)
-KEYOPTS=(--key-file "$WORK/key" --key-transform hex)
+backup_setup
 # Restore copy, the same for every variant. Not `cp -a`: rclone (1.60) answers listxattr and
 # getxattr on files with EIO, and cp -a (and --preserve=mode, through the ACL) fails on that.
 CP=(cp -R --preserve=ownership,timestamps)
