@@ -617,10 +617,8 @@ impl Catalog {
     /// Every pack some chunk refers to, with the bytes it references there.
     pub fn referenced_packs(&self) -> HashMap<Id, u64> {
         let mut out = HashMap::new();
-        for i in self.inodes.values() {
-            for c in i.chunks.iter().flatten() {
-                *out.entry(c.pack).or_insert(0) += c.len as u64;
-            }
+        for (_, _, c) in self.all_chunks() {
+            *out.entry(c.pack).or_insert(0) += c.len as u64;
         }
         out
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -302,25 +302,19 @@ pub fn cat(vault: &Vault, path: &str, out: &mut dyn Write) -> Result<(), String>
         }
         (ino, i.file_id, i.attr.size)
     };
+    // Holes (between chunks, and up to the size) read as zeros.
+    let zeros = |out: &mut dyn Write, n: u64| std::io::copy(&mut std::io::repeat(0).take(n), out).map(|_| ());
     let mut pos = 0u64;
     stream_file(vault, ino, &file_id, size, |at, bytes| {
-        // Holes between chunks read as zeros.
-        while pos < at {
-            let n = (at - pos).min(1 << 16) as usize;
-            out.write_all(&vec![0u8; n])?;
-            pos += n as u64;
-        }
+        zeros(out, at.saturating_sub(pos))?;
         out.write_all(bytes)?;
-        pos += bytes.len() as u64;
+        pos = at + bytes.len() as u64;
         Ok(())
     })
     .map_err(|e| format!("{path}: {e}"))?;
-    while pos < size {
-        let n = (size - pos).min(1 << 16) as usize;
-        out.write_all(&vec![0u8; n]).map_err(|e| format!("{path}: writing: {e}"))?;
-        pos += n as u64;
-    }
-    out.flush().map_err(|e| format!("{path}: writing: {e}"))
+    zeros(out, size.saturating_sub(pos))
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("{path}: writing: {e}"))
 }
 
 /// "YYYY-MM-DD HH:MM" (UTC), as `ls -l` shows a time.

@@ -410,6 +410,11 @@ pub fn pack_name(pack: &Id) -> String {
     format!("{PACKS_PREFIX}{}", hex(pack))
 }
 
+/// The pack id of a `packs/<hex>` object name.
+pub fn parse_pack_name(name: &str) -> Option<Id> {
+    parse_hex_id(name.strip_prefix(PACKS_PREFIX)?)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

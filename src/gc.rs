@@ -59,16 +59,6 @@ fn live_chunks(cat: &Catalog) -> HashMap<Id, Vec<(u64, u64, ChunkRef)>> {
     out
 }
 
-fn listed_packs(vault: &Vault) -> Result<HashMap<Id, u64>, String> {
-    Ok(vault
-        .store()
-        .list(format::PACKS_PREFIX)
-        .map_err(|e| format!("cannot list the packs: {e}"))?
-        .into_iter()
-        .filter_map(|(name, size)| Some((format::parse_hex_id(name.strip_prefix(format::PACKS_PREFIX)?)?, size)))
-        .collect())
-}
-
 /// A crash injected by the tests (`PGCRYPTFS_TEST_GC_CRASH=copied|committed`), to prove a
 /// killed gc loses nothing.
 fn test_crash(at: &str) {
@@ -81,7 +71,7 @@ fn test_crash(at: &str) {
 /// Runs gc on a vault opened as its writer. Packs whose dead share is at least `rewrite_min`
 /// (0.0–1.0) are rewritten; packs with no live chunk are deleted.
 pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, String> {
-    let listed = listed_packs(vault)?;
+    let listed = offline::pack_sizes(vault)?;
     let live = live_chunks(&vault.catalog());
     if let Some(missing) = live.keys().find(|p| !listed.contains_key(*p)) {
         return Err(format!(
@@ -155,7 +145,7 @@ pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, St
         }
         vault.store().delete(&format::pack_name(pack)).map_err(|e| format!("deleting pack {}: {e}", format::hex(pack)))?;
     }
-    let after = listed_packs(vault)?;
+    let after = offline::pack_sizes(vault)?;
     r.bytes_after = after.values().sum();
     Ok(r)
 }

@@ -37,6 +37,17 @@ fn open(t: &Target, opts: &OpenOptions) -> Result<Vault, String> {
     Vault::open_with(store, &key, opts).map_err(|e| e.to_string())
 }
 
+/// Every pack object in the store, by id, with its size (one listing).
+pub fn pack_sizes(vault: &Vault) -> Result<std::collections::HashMap<crate::format::Id, u64>, String> {
+    Ok(vault
+        .store()
+        .list(crate::format::PACKS_PREFIX)
+        .map_err(|e| format!("cannot list the packs: {e}"))?
+        .into_iter()
+        .filter_map(|(name, size)| Some((crate::format::parse_pack_name(&name)?, size)))
+        .collect())
+}
+
 /// The inode at `path` ("" or "/" is the root); components are separated by '/'.
 pub fn resolve(cat: &Catalog, path: &str) -> Result<u64, String> {
     let mut ino = ROOT;

@@ -345,7 +345,7 @@ fn finish(store: &dyn Store, header: &VaultHeader, slot: &Slot, new: &VaultKeys,
     let keep: HashSet<Id> =
         records.iter().filter_map(|r| if let Record::Chunk { chunk, .. } = r { Some(chunk.pack) } else { None }).collect();
     for (p, _) in store.list(format::PACKS_PREFIX)? {
-        let id = p.strip_prefix(format::PACKS_PREFIX).and_then(format::parse_hex_id);
+        let id = format::parse_pack_name(&p);
         if id.is_none_or(|id| !keep.contains(&id)) {
             delete(store, &p)?;
         }

@@ -2,7 +2,7 @@
 //! exists and is long enough, reads and authenticates every chunk (unless `--quick`), and
 //! reports per file what failed. The metadata was authenticated when the vault was opened.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -98,13 +98,7 @@ pub fn run(vault: &Vault, path: &str, quick: bool) -> Result<Report, String> {
     report.files = files.len();
     report.chunks = items.len();
     report.bytes = items.iter().map(|i| i.c.len as u64).sum();
-    let listed: HashMap<Id, u64> = vault
-        .store()
-        .list(format::PACKS_PREFIX)
-        .map_err(|e| format!("cannot list the packs: {e}"))?
-        .into_iter()
-        .filter_map(|(name, size)| Some((format::parse_hex_id(name.strip_prefix(format::PACKS_PREFIX)?)?, size)))
-        .collect();
+    let listed = offline::pack_sizes(vault)?;
     report.packs = items.iter().map(|i| i.c.pack).collect::<HashSet<_>>().len();
     if path.trim_matches('/').is_empty() {
         let stray: Vec<u64> = listed.iter().filter(|(id, _)| !all_packs.contains(*id)).map(|(_, s)| *s).collect();
