@@ -96,3 +96,26 @@ backup_setup() {
     KEYOPTS=(--key-file "$WORK/key" --key-transform hex)
     BB=(runuser -u postgres -- "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -Fp -X stream)
 }
+
+# The checks both benchmarks start with (root, binaries, the postgres user, settings).
+check_prerequisites() {
+    [[ $(id -u) -eq 0 ]] || die "run as root"
+    [[ -x $PGCRYPTFS_SRC ]] || die "pgcryptfs binary not found at $PGCRYPTFS_SRC (set PGCRYPTFS=)"
+    [[ -x $PGBIN/pg_basebackup ]] || die "PostgreSQL binaries not found in $PGBIN"
+    id postgres >/dev/null 2>&1 || die "OS user postgres missing"
+    [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+    [[ $WORK == /*/* ]] || die "WORK must be an absolute path below /"
+}
+
+# Installs the Debian packages that provide the commands named ("command:package" pairs).
+install_missing() {
+    local need=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+    done
+    if ((${#need[@]})); then
+        log "installing ${need[*]}"
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    fi
+}

@@ -14,22 +14,8 @@ PGCRYPTFS_SRC=${PGCRYPTFS:-$HERE/../target/release/pgcryptfs}
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-[[ $(id -u) -eq 0 ]] || die "run as root"
-[[ -x $PGCRYPTFS_SRC ]] || die "pgcryptfs binary not found at $PGCRYPTFS_SRC (set PGCRYPTFS=)"
-[[ -x $PGBIN/pg_basebackup ]] || die "PostgreSQL binaries not found in $PGBIN"
-id postgres >/dev/null 2>&1 || die "OS user postgres missing"
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-[[ $WORK == /*/* ]] || die "WORK must be an absolute path below /"
-
-# ---------------------------------------------------------------- packages
-need=()
-command -v gocryptfs   >/dev/null 2>&1 || need+=(gocryptfs)
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-fi
+check_prerequisites
+install_missing gocryptfs:gocryptfs fusermount3:fuse3
 FUSE_CONF_ADDED=0
 FUSE_DEV_MODE=
 

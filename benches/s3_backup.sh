@@ -17,23 +17,9 @@ ENDPOINT_SRC=${S3_ENDPOINT:-$HERE/../target/release/examples/s3_endpoint}
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-[[ $(id -u) -eq 0 ]] || die "run as root"
-[[ -x $PGCRYPTFS_SRC ]] || die "pgcryptfs binary not found at $PGCRYPTFS_SRC (set PGCRYPTFS=)"
+check_prerequisites
 [[ -x $ENDPOINT_SRC ]] || die "S3 endpoint not found at $ENDPOINT_SRC: cargo build --release --example s3_endpoint (or set S3_ENDPOINT=)"
-[[ -x $PGBIN/pg_basebackup ]] || die "PostgreSQL binaries not found in $PGBIN"
-id postgres >/dev/null 2>&1 || die "OS user postgres missing"
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-[[ $WORK == /*/* ]] || die "WORK must be an absolute path below /"
-
-# ---------------------------------------------------------------- packages
-need=()
-command -v rclone      >/dev/null 2>&1 || need+=(rclone)
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
-fi
+install_missing rclone:rclone fusermount3:fuse3
 
 # ---------------------------------------------------------------- layout
 BIN=$WORK/bin; PGDATA=$WORK/pgdata; SOCK=$WORK/sock; LOGS=$WORK/logs; REST=$WORK/restore
