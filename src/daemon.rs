@@ -302,24 +302,10 @@ fn serve(cfg: MountConfig, unlock: Unlock, notifier: std::io::Result<Option<Noti
             n.stopping(&shared.backlog_status("draining"));
             // While the drain runs: progress, and more time from the service manager for as
             // long as it takes (systemd would otherwise kill a long drain at TimeoutStopSec).
-            let done = std::sync::atomic::AtomicBool::new(false);
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    while !done.load(std::sync::atomic::Ordering::Acquire) {
-                        n.send(&format!("EXTEND_TIMEOUT_USEC=30000000\nSTATUS={}", shared.backlog_status("draining")));
-                        let mut stop = shared.stop.lock().unwrap();
-                        for _ in 0..20 {
-                            if done.load(std::sync::atomic::Ordering::Acquire) {
-                                break;
-                            }
-                            stop = shared.stop_cv.wait_timeout(stop, Duration::from_millis(100)).unwrap().0;
-                        }
-                    }
-                });
-                let r = shared.fs.vault().with_lease_renewed(|| drain(&shared.fs));
-                done.store(true, std::sync::atomic::Ordering::Release);
-                shared.stop_cv.notify_all();
-                r
+            let extend = || n.send(&format!("EXTEND_TIMEOUT_USEC=30000000\nSTATUS={}", shared.backlog_status("draining")));
+            extend();
+            crate::ticker::while_working(Duration::from_secs(2), extend, || {
+                shared.fs.vault().with_lease_renewed(|| drain(&shared.fs))
             })
         }
     };

@@ -29,6 +29,7 @@ pub mod ops;
 pub mod readcache;
 pub mod rekey;
 pub mod store;
+pub mod ticker;
 pub mod uploads;
 pub mod vault;
 pub mod verify;

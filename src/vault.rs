@@ -904,30 +904,13 @@ impl Vault {
     /// Runs `work` while a thread renews the writer lease every third of its lifetime, for work
     /// that may outlast the lease (gc, prune, the drain at unmount).
     pub fn with_lease_renewed<T>(&self, work: impl FnOnce() -> T) -> T {
-        let done = (Mutex::new(false), std::sync::Condvar::new());
         let every = std::time::Duration::from_secs((LEASE_TTL_SECS / 3) as u64);
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let mut finished = done.0.lock().unwrap();
-                loop {
-                    // Checked before each wait: the work may be done before this thread runs.
-                    if *finished {
-                        return;
-                    }
-                    finished = done.1.wait_timeout(finished, every).unwrap().0;
-                    if *finished {
-                        return;
-                    }
-                    if let Err(e) = self.renew_lease() {
-                        log::error!("renewing the writer lease failed: {e}");
-                    }
-                }
-            });
-            let r = work();
-            *done.0.lock().unwrap() = true;
-            done.1.notify_all();
-            r
-        })
+        let renew = || {
+            if let Err(e) = self.renew_lease() {
+                log::error!("renewing the writer lease failed: {e}");
+            }
+        };
+        crate::ticker::while_working(every, renew, work)
     }
 
     /// Gives the lease back (after everything is in the store).
