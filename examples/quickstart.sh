@@ -7,11 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root (FUSE mounts need /dev/fuse)" >&2; exit 1; }
-if ! command -v pg_basebackup >/dev/null && [ ! -d /usr/lib/postgresql ]; then
-    apt-get update -q && apt-get install -y -q fuse3 postgresql
-fi
-cargo build --release -j2
-PGCFS=$PWD/target/release/pgcryptfs
+# Everything needed to build and run it (compilers, OpenSSL and libclang for sequoia-openpgp,
+# fuse3, PostgreSQL): installs only what is missing.
+scripts/install-deps.sh
+PGCFS=$(scripts/build-release.sh)
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 WORK=$(mktemp -d /var/tmp/pgcryptfs-quickstart.XXXXXX)
@@ -38,7 +37,8 @@ mkdir "$MNT/base" && chown postgres: "$MNT/base"
 echo "== 3. a throwaway PostgreSQL cluster with pgbench data"
 chown postgres: "$WORK" "$WORK/sock"
 runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pgdata" -U postgres --auth=trust >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# No TCP at all (listen_addresses=''): the port only names the socket in the private $WORK/sock.
+PORT=5432
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pg.log" -w \
     -o "-p $PORT -k $WORK/sock -c listen_addresses=''" start >/dev/null
 runuser -u postgres -- "$PGBIN/pgbench" -h "$WORK/sock" -p "$PORT" -i -s 10 -q postgres

@@ -6,7 +6,8 @@
 # and the example systemd units under $PREFIX/share/pgcryptfs/systemd/.
 #
 # Usage: sudo mount-helpers/install.sh [--prefix /usr/local] [--binary PATH] [--uninstall]
-# Without --binary it builds target/release/pgcryptfs with cargo first.
+# Without --binary it builds the release binary with cargo first and takes it from cargo's
+# target directory, wherever that is (CARGO_TARGET_DIR, a cargo config's build.target-dir).
 set -euo pipefail
 
 PREFIX=/usr/local
@@ -20,7 +21,7 @@ while (($#)); do
         --prefix) PREFIX=$2; shift 2 ;;
         --binary) BINARY=$2; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -39,8 +40,7 @@ if ((UNINSTALL)); then
 fi
 
 if [[ -z $BINARY ]]; then
-    (cd "$HERE/.." && cargo build --release --locked)
-    BINARY=$HERE/../target/release/pgcryptfs
+    BINARY=$("$HERE/../scripts/build-release.sh")
 fi
 [[ -x $BINARY ]] || { echo "install.sh: $BINARY is not an executable" >&2; exit 1; }
 

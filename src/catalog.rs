@@ -83,7 +83,9 @@ pub struct Inode {
     /// Attributes as the journal has them.
     pub logged: Attr,
     pub target: Vec<u8>,
-    pub chunks: Vec<Option<ChunkRef>>,
+    /// Sealed chunks by index: sparse, so a file costs what was written to it, never what its
+    /// size or highest offset is.
+    chunks: BTreeMap<u64, ChunkRef>,
     pub links: u32,
     subdirs: u32,
     pub dir: Option<Dir>,
@@ -103,7 +105,23 @@ impl Inode {
         if self.attr.kind == Kind::Dir { 2 + self.subdirs } else { self.links }
     }
     pub fn chunk(&self, index: u64) -> Option<ChunkRef> {
-        self.chunks.get(index as usize).copied().flatten()
+        self.chunks.get(&index).copied()
+    }
+    /// The sealed chunks in index order.
+    pub fn chunks(&self) -> impl Iterator<Item = (u64, ChunkRef)> + '_ {
+        self.chunks.iter().map(|(k, c)| (*k, *c))
+    }
+    /// The sealed chunks with index in `range`, in index order.
+    pub fn chunks_in(&self, range: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = (u64, ChunkRef)> + '_ {
+        self.chunks.range(range).map(|(k, c)| (*k, *c))
+    }
+    /// How many chunks are sealed.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+    /// Drops chunks at and past `count` (a file's size shrank to `count` chunks).
+    fn trim_chunks(&mut self, count: u64) {
+        drop(self.chunks.split_off(&count));
     }
 }
 
@@ -197,6 +215,9 @@ impl Catalog {
         let corrupt = |m: String| CatalogError::Corrupt(m);
         match rec {
             Record::Inode { ino, file_id, attr, target } => {
+                if attr.kind.is_device() && format::rdev_of(target).is_none() {
+                    return Err(corrupt(format!("device node {ino} without a 4-byte device number")));
+                }
                 let cs = self.chunk_size;
                 match self.inodes.get_mut(ino) {
                     Some(i) => {
@@ -206,7 +227,7 @@ impl Catalog {
                         i.attr = attr.clone();
                         i.logged = attr.clone();
                         i.target = target.clone();
-                        i.chunks.truncate(format::chunk_count(attr.size, cs) as usize);
+                        i.trim_chunks(format::chunk_count(attr.size, cs));
                     }
                     None => {
                         self.inodes.insert(
@@ -217,7 +238,7 @@ impl Catalog {
                                 attr: attr.clone(),
                                 logged: attr.clone(),
                                 target: target.clone(),
-                                chunks: Vec::new(),
+                                chunks: BTreeMap::new(),
                                 links: 0,
                                 subdirs: 0,
                                 dir: (attr.kind == Kind::Dir).then(Dir::new),
@@ -280,14 +301,10 @@ impl Catalog {
             }
             Record::Chunk { ino, index, chunk } => {
                 let i = self.inodes.get_mut(ino).ok_or_else(|| corrupt(format!("chunk of missing inode {ino}")))?;
-                if i.attr.kind != Kind::File || *index > (1 << 40) {
+                if i.attr.kind != Kind::File || *index >= format::max_chunks(self.chunk_size) {
                     return Err(corrupt(format!("chunk record for non-file or absurd index in inode {ino}")));
                 }
-                let idx = *index as usize;
-                if i.chunks.len() <= idx {
-                    i.chunks.resize(idx + 1, None);
-                }
-                i.chunks[idx] = Some(*chunk);
+                i.chunks.insert(*index, *chunk);
             }
         }
         Ok(())
@@ -306,7 +323,7 @@ impl Catalog {
         }
         let cs = self.chunk_size;
         for i in self.inodes.values_mut() {
-            i.chunks.truncate(format::chunk_count(i.attr.size, cs) as usize);
+            i.trim_chunks(format::chunk_count(i.attr.size, cs));
         }
         let mut orphans: Vec<u64> =
             self.inodes.values().filter(|i| i.links == 0 && i.ino != ROOT && i.dir.as_ref().is_none_or(|d| d.is_empty())).map(|i| i.ino).collect();
@@ -593,10 +610,8 @@ impl Catalog {
         // Loading trims chunk maps to the final sizes.
         for ino in &inos {
             let i = &self.inodes[ino];
-            for (index, c) in i.chunks.iter().enumerate() {
-                if let Some(chunk) = c {
-                    out.push(Record::Chunk { ino: *ino, index: index as u64, chunk: *chunk });
-                }
+            for (index, chunk) in i.chunks() {
+                out.push(Record::Chunk { ino: *ino, index, chunk });
             }
         }
         for ino in &inos {
@@ -611,7 +626,7 @@ impl Catalog {
 
     /// Every chunk of every inode: (inode, chunk index, where it is).
     pub fn all_chunks(&self) -> impl Iterator<Item = (u64, u64, ChunkRef)> + '_ {
-        self.inodes.values().flat_map(|i| i.chunks.iter().enumerate().filter_map(move |(k, c)| Some((i.ino, k as u64, (*c)?))))
+        self.inodes.values().flat_map(|i| i.chunks().map(move |(k, c)| (i.ino, k, c)))
     }
 
     /// Every pack some chunk refers to, with the bytes it references there.
@@ -758,12 +773,12 @@ mod tests {
             c.set_chunk(f, i, ChunkRef { pack: [1; 16], offset: i * 100, len: 100, tag: [0; 16] }).unwrap();
         }
         c.setattr(f, &SetAttr { size: Some(4096), ..Default::default() }, t(4)).unwrap();
-        assert_eq!(c.get(f).unwrap().chunks.len(), 1);
+        assert_eq!(c.get(f).unwrap().chunk_count(), 1);
         c.unlink(ROOT, b"f", t(5)).unwrap();
         assert_eq!(c.lookup(ROOT, b"h").unwrap().nlink(), 1);
         let r = replayed(&mut c, &Catalog::root_records(0, 0, t(1)));
         assert_eq!(r.lookup(ROOT, b"h").unwrap().attr.size, 4096);
-        assert_eq!(r.lookup(ROOT, b"h").unwrap().chunks.len(), 1);
+        assert_eq!(r.lookup(ROOT, b"h").unwrap().chunk_count(), 1);
     }
 
     #[test]

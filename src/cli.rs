@@ -65,6 +65,8 @@ pub enum Command {
         #[command(flatten)]
         store_args: StoreArgs,
         #[command(flatten)]
+        trust: TrustArgs,
+        #[command(flatten)]
         key: UnlockArgs,
         /// Cache directory for staged ciphertext and the local journal
         /// [default: /var/cache/pgcryptfs as root, else ~/.cache/pgcryptfs].
@@ -263,6 +265,9 @@ pub enum KeyCommand {
     },
     /// Remove a key slot (by its id, or a unique prefix of it); refuses to remove the last one.
     Remove {
+        /// Optional: with a key the vault's fingerprint is computed and printed too.
+        #[command(flatten)]
+        key: UnlockArgs,
         store: String,
         slot: String,
         #[command(flatten)]
@@ -304,6 +309,7 @@ pub fn run(cli: Cli) -> i32 {
             key,
             cache_dir,
             read_only,
+            trust,
             foreground,
             allow_other,
             noexec,
@@ -336,7 +342,12 @@ pub fn run(cli: Cli) -> i32 {
             return daemon::mount(MountConfig {
                 store,
                 store_options: store_args.options,
+            let expect = match trust.to_expect() {
+                Ok(e) => e,
+                Err(e) => return fail(&e),
+            };
                 mountpoint,
+                expect,
                 key,
                 cache_dir: cache_dir.unwrap_or_else(config::default_cache_dir),
                 read_only,
@@ -376,7 +387,10 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Key { command } => {
             match command {
-                KeyCommand::List { store, store_args } => keyadmin::list_command(&store, &store_args.options),
+                KeyCommand::List { store, store_args, key } => match key.given().then(|| key.to_spec()).transpose() {
+                    Ok(unlock) => keyadmin::list_command(&store, &store_args.options, unlock.as_ref()),
+                    Err(e) => Err(e),
+                },
                 KeyCommand::Add { store, store_args, new_slot, key } => match (new_slot.to_spec(), key.to_spec()) {
                     (None, _) => Err("key add needs the new slot's key: --new-key-file, --new-key-env, \
                                       --new-key-command, --pgp-cert, --new-passphrase-file, --new-passphrase-env \
@@ -393,8 +407,9 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         Command::Verify { vault, path, quick } => return with_target(&vault, |t| ops::verify(t, &path, quick)),
-        Command::Export { vault, dest, path, overwrite } => {
-            return with_target(&vault, |t| ops::export(t, &path, &dest, overwrite));
+        Command::Export { vault, dest, path, overwrite, keep_setid } => {
+            let opts = crate::export::ExportOptions { overwrite, keep_setid };
+            return with_target(&vault, |t| crate::export::run(t, &path, &dest, opts));
         }
         Command::Ls { vault, path, long } => return with_target(&vault, |t| finish(ops::ls(t, &path, long))),
         Command::Cat { vault, path } => return with_target(&vault, |t| ops::cat(t, &path)),
@@ -432,12 +447,41 @@ pub struct VaultArgs {
 }
 
 /// Runs `op` on the vault `v` names, or fails with why it cannot be named.
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+/// What a restore demands of the vault it opens; without either, this host's pins still refuse
+/// an older or forked state of a vault it has seen, or another vault at the same location.
+#[derive(Args, Clone, Default)]
+pub struct TrustArgs {
+    /// Refuse the vault unless its fingerprint is FP (as `init` and `key list` print it): a vault
+    /// forged with an OpenPGP certificate, which the secret key would open too, has another.
+    #[arg(long, value_name = "FP")]
+    expect_fingerprint: Option<String>,
+    /// Refuse the vault unless it holds the state RECEIPT names or a later one (as `umount` and
+    /// `sync` print it): refuses another vault, a rollback and a fork.
+    #[arg(long, value_name = "RECEIPT")]
+    expect_receipt: Option<String>,
+}
+
+impl TrustArgs {
+    fn to_expect(&self) -> Result<crate::pins::Expect, String> {
+        Ok(crate::pins::Expect {
+            fingerprint: self.expect_fingerprint.as_deref().map(crate::pins::Fingerprint::parse).transpose()?,
+            receipt: self.expect_receipt.as_deref().map(crate::pins::Receipt::parse).transpose()?,
+        })
+    }
 fn with_target(v: &VaultArgs, op: impl FnOnce(&crate::offline::Target) -> i32) -> i32 {
     let key = match v.key.to_spec() {
         Ok(k) => k,
         Err(e) => return fail(&e),
     };
-    op(&crate::offline::Target { store: v.store.clone(), store_options: v.store_args.options.clone(), key })
+    let expect = match v.trust.to_expect() {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    op(&crate::offline::Target { store: v.store.clone(), store_options: v.store_args.options.clone(), key, expect })
 }
 
 fn fail(msg: &str) -> i32 {

@@ -55,6 +55,8 @@ pub struct MountConfig {
     /// Mount flags MS_NOEXEC and MS_NOATIME.
     pub noexec: bool,
     pub noatime: bool,
+    /// What the vault must be (`--expect-fingerprint`, `--expect-receipt`).
+    pub expect: crate::pins::Expect,
 }
 
 /// Pack size for a local directory store (packs move there by rename).

@@ -33,10 +33,12 @@ pub fn init(cfg: &InitConfig) -> Result<String, String> {
     let header = vault::init_with(store.as_ref(), &first, cfg.label.as_deref(), cfg.chunk_size, uid, gid)
         .map_err(|e| e.to_string())?;
     Ok(format!(
-        "created vault {} in {} (chunk size {} bytes)",
+        "created vault {} in {} (chunk size {} bytes)\nfingerprint: {}\n\
+         (keep the fingerprint apart from the store: restores check it with --expect-fingerprint)",
         format::hex(&header.vault_id),
         store.describe(),
-        header.chunk_size
+        header.chunk_size,
+        first.fingerprint
     ))
 }
 
@@ -128,7 +130,20 @@ impl Shared {
     /// The upload backlog in words, for the service manager's STATUS.
     fn backlog_status(&self, doing: &str) -> String {
         let (staged, packs) = self.fs.vault().backlog();
-        format!("{doing} {}: {staged} bytes in {packs} packs not yet in the store", self.mountpoint.display())
+        let refused = self.fs.vault().upload_status().refused.map(|r| format!("; the store refuses uploads: {r}")).unwrap_or_default();
+        format!("{doing} {}: {staged} bytes in {packs} packs not yet in the store{refused}", self.mountpoint.display())
+    }
+}
+
+/// The daemon holds keys and plaintext: no core dump of it is ever written (RLIMIT_CORE 0), and
+/// it is not dumpable (PR_SET_DUMPABLE 0: no core, and no ptrace or /proc/PID/mem by its user).
+/// Inherited by the forked daemon; a key command (exec) starts dumpable again, with the limit.
+pub fn forbid_core_dumps() {
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 }
 
@@ -369,6 +384,8 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
         master_pin: true,
         accept_new_master_key: cfg.accept_new_master_key,
     };
+        pins: Some(&cfg.cache_dir),
+        expect: cfg.expect,
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
     let fs = Arc::new(Fs::new(vault).with_sync_store(cfg.sync_store));
@@ -443,7 +460,10 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
             let (tx, rx) = std::sync::mpsc::channel();
             let fs = shared.fs.clone();
             std::thread::spawn(move || {
-                let _ = tx.send(fs.sync_to_store().map(|_| "everything written so far is in the store".to_string()));
+                let _ = tx.send(
+                    fs.sync_to_store()
+                        .map(|_| format!("everything written so far is in the store{RECEIPT_SEP}{}", fs.vault().receipt())),
+                );
             });
             loop {
                 let (staged, packs) = shared.fs.vault().backlog();
@@ -462,8 +482,9 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
             use std::sync::atomic::Ordering::Relaxed;
             session.finish(Ok(format!(
                 "staged_bytes={staged} packs_waiting={packs} uploads_queued={} uploads_in_flight={} puts={} \
-                 uploaded_bytes={} upload_rate_bytes_per_s={} segments={} retries={} last_error={}",
+                 uploaded_bytes={} upload_rate_bytes_per_s={} segments={} retries={} store_refuses={} last_error={}",
                 u.queued,
+                u.refused.as_deref().unwrap_or("no").replace(' ', "_"),
                 u.in_flight,
                 v.stats.puts.load(Relaxed),
                 v.stats.uploaded_bytes.load(Relaxed),
@@ -538,6 +559,15 @@ fn commit_loop(shared: Arc<Shared>, every: Duration) {
             if let Err(e) = shared.fs.sync_to_store() {
                 log::error!("periodic commit to the store failed (will retry): {e}");
             }
+/// Between a drain's or sync's message and its receipt on the one-line control protocol; the
+/// commands print the receipt on a line of its own (`receipt: pgcfs-receipt-v1:…`).
+const RECEIPT_SEP: &str = "; receipt: ";
+
+/// The reply text as printed: the receipt on its own line.
+fn receipt_on_own_line(text: String) -> String {
+    text.replacen(RECEIPT_SEP, "\nreceipt: ", 1)
+}
+
             next_commit = std::time::Instant::now() + every;
         }
         stop = shared.stop.lock().unwrap();
@@ -560,9 +590,10 @@ fn drain(fs: &Fs) -> Result<String, String> {
                 use std::sync::atomic::Ordering::Relaxed;
                 let st = &fs.vault().stats;
                 return Ok(format!(
-                    "everything is in the store ({} objects written, {} bytes of packs)",
+                    "everything is in the store ({} objects written, {} bytes of packs){RECEIPT_SEP}{}",
                     st.puts.load(Relaxed),
-                    st.uploaded_bytes.load(Relaxed)
+                    st.uploaded_bytes.load(Relaxed),
+                    fs.vault().receipt()
                 ));
             }
             Err(e) => {
@@ -639,7 +670,7 @@ pub fn umount_command(mountpoint: &Path, show_progress: bool) -> Result<String, 
     {
         return Err(format!("the daemon (pid {pid}) did not exit after unmounting"));
     }
-    Ok(reply.text)
+    Ok(receipt_on_own_line(reply.text))
 }
 
 /// The `sync` command.
@@ -659,7 +690,7 @@ pub fn sync_command(mountpoint: &Path) -> Result<String, String> {
     if tty {
         eprintln!();
     }
-    if reply.ok { Ok(reply.text) } else { Err(reply.text) }
+    if reply.ok { Ok(receipt_on_own_line(reply.text)) } else { Err(reply.text) }
 }
 
 /// The `status` command.

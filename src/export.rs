@@ -100,7 +100,7 @@ pub fn stream_file(
     let chunks: Vec<(u64, ChunkRef)> = {
         let cat = vault.catalog();
         let i = cat.get(ino).map_err(|e| e.to_string())?;
-        i.chunks.iter().enumerate().filter_map(|(k, c)| Some((k as u64, (*c)?))).collect()
+        i.chunks().collect()
     };
     let mut io_err = None;
     for batch in chunks.chunks(BATCH) {
@@ -330,3 +330,5 @@ mod tests {
         assert_eq!(super::minutes(1_795_378_855), "2026-11-22 20:20");
     }
 }
+            Kind::CharDev => 'c',
+            Kind::BlockDev => 'b',

@@ -475,6 +475,9 @@ pub enum Kind {
     Symlink = 3,
     Fifo = 4,
     Socket = 5,
+    /// Device nodes: the Inode record's `target` holds the device number (`rdev` below).
+    CharDev = 6,
+    BlockDev = 7,
 }
 
 impl Kind {
@@ -485,9 +488,33 @@ impl Kind {
             3 => Kind::Symlink,
             4 => Kind::Fifo,
             5 => Kind::Socket,
+            6 => Kind::CharDev,
+            7 => Kind::BlockDev,
             _ => return Err(FormatError::Invalid(format!("unknown inode kind {v}"))),
         })
     }
+}
+
+impl Kind {
+    pub fn is_device(self) -> bool {
+        matches!(self, Kind::CharDev | Kind::BlockDev)
+    }
+}
+
+/// A device node's number as its Inode record's `target` carries it: the 32-bit number of
+/// the FUSE protocol (the kernel's `new_encode_dev`), little-endian.
+pub fn rdev_bytes(rdev: u32) -> Vec<u8> {
+    rdev.to_le_bytes().to_vec()
+}
+
+/// The device number of a device node's `target` (`None` if it is not 4 bytes).
+pub fn rdev_of(target: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(target.try_into().ok()?))
+}
+
+/// Major and minor numbers of a FUSE device number (the kernel's `new_decode_dev`).
+pub fn rdev_split(rdev: u32) -> (u32, u32) {
+    ((rdev & 0xfff00) >> 8, (rdev & 0xff) | ((rdev >> 12) & 0xfff00))
 }
 
 /// Seconds and nanoseconds since the Unix epoch.
@@ -677,6 +704,16 @@ pub fn decode_records(buf: &[u8]) -> Result<Vec<Record>> {
 // Offset ↔ chunk arithmetic
 
 /// Number of chunks a file of `size` bytes occupies.
+/// Largest file size (64 TiB): a write or truncate past it is EFBIG. Chunk maps are sparse, so
+/// the bound is not about memory; it keeps chunk indices and offsets far from overflow and
+/// states a limit a reader can check (`Chunk` records past it are refused as damage).
+pub const MAX_FILE_SIZE: u64 = 1 << 46;
+
+/// Chunk indices run below this (`MAX_FILE_SIZE` in chunks).
+pub fn max_chunks(chunk_size: u32) -> u64 {
+    chunk_count(MAX_FILE_SIZE, chunk_size)
+}
+
 pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
     size.div_ceil(chunk_size as u64)
 }

@@ -71,6 +71,8 @@ pub struct Stat {
     pub gid: u32,
     pub size: u64,
     pub blocks: u64,
+    /// Device number of a device node (FUSE's 32-bit encoding), else 0.
+    pub rdev: u32,
     pub atime: Time,
     pub mtime: Time,
     pub ctime: Time,
@@ -174,6 +176,7 @@ impl Fs {
             gid: i.attr.gid,
             size: i.attr.size,
             blocks: i.attr.size.div_ceil(512),
+            rdev: if i.attr.kind.is_device() { format::rdev_of(&i.target).unwrap_or(0) } else { 0 },
             atime: i.attr.atime,
             mtime: i.attr.mtime,
             ctime: i.attr.ctime,
@@ -207,16 +210,21 @@ impl Fs {
         Ok(i.target.clone())
     }
 
-    /// Creates a non-directory node; `mode` carries the S_IF* type bits.
-    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Stat> {
+    /// Creates a non-directory node; `mode` carries the S_IF* type bits. Device nodes are kept
+    /// as metadata with their number (`rdev`), as tar and rsync expect; the mount is always
+    /// `nodev`, so none of them opens a device (the kernel checks CAP_MKNOD before we see it).
+    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u32, uid: u32, gid: u32) -> Result<Stat> {
         self.writable()?;
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => Kind::File,
             libc::S_IFIFO => Kind::Fifo,
             libc::S_IFSOCK => Kind::Socket,
-            _ => return Err(Errno(libc::EPERM)), // device nodes have no place in a backup vault
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return Err(Errno(libc::EINVAL)),
         };
-        let ino = self.vault.catalog().create(parent, name, kind, mode, uid, gid, b"", Time::now())?;
+        let target = if kind.is_device() { format::rdev_bytes(rdev) } else { Vec::new() };
+        let ino = self.vault.catalog().create(parent, name, kind, mode, uid, gid, &target, Time::now())?;
         self.entry(ino)
     }
 
@@ -307,7 +315,7 @@ impl Fs {
     }
 
     pub fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(Stat, u64)> {
-        let st = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, uid, gid)?;
+        let st = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, 0, uid, gid)?;
         let fh = self.open(st.ino, true)?;
         Ok((st, fh))
     }
@@ -474,7 +482,7 @@ impl Fs {
             {
                 return;
             }
-            (end / cs..=last / cs).filter_map(|index| i.chunk(index)).collect()
+            i.chunks_in(end / cs..=last / cs).map(|(_, c)| c).collect()
         };
         self.vault.prefetch(&chunks);
     }
@@ -597,9 +605,9 @@ impl Fs {
         Ok(())
     }
 
-    /// Largest file: 2^40 chunks (the catalog's bound on chunk indices).
+    /// Largest file: `format::MAX_FILE_SIZE`.
     fn check_size(&self, size: u64) -> Result<()> {
-        if size > (1u64 << 40) * self.vault.chunk_size() as u64 { Err(Errno(libc::EFBIG)) } else { Ok(()) }
+        if size > format::MAX_FILE_SIZE { Err(Errno(libc::EFBIG)) } else { Ok(()) }
     }
 
     pub fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Stat> {
@@ -778,18 +786,47 @@ mod tests {
         assert_eq!(fs.write(ino, 0, b"x"), Err(Errno(libc::EROFS)));
     }
 
+    /// An unprivileged writer picks the offset: the daemon's memory and the committed metadata
+    /// follow what was written, never the offset; past the stated maximum size is EFBIG.
+    #[test]
+    fn hostile_offsets_cost_what_was_written() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096);
+        let (st, _fh) = fs.create(ROOT, b"f", 0o644, 65534, 65534).unwrap();
+        let far = 1u64 << 42;
+        assert_eq!(fs.write(st.ino, far, b"x"), Ok(1));
+        assert_eq!(fs.write(st.ino, format::MAX_FILE_SIZE - 1, b"y"), Ok(1));
+        for off in [format::MAX_FILE_SIZE, (1 << 56) - 1, u64::MAX - 1] {
+            assert_eq!(fs.write(st.ino, off, b"z"), Err(Errno(libc::EFBIG)), "offset {off}");
+        }
+        let big = SetAttr { size: Some(format::MAX_FILE_SIZE + 1), ..Default::default() };
+        assert_eq!(fs.setattr(st.ino, &big).map(|_| ()), Err(Errno(libc::EFBIG)));
+        assert_eq!(fs.fallocate(st.ino, format::MAX_FILE_SIZE, 1, 0), Err(Errno(libc::EFBIG)));
+        fs.fsync(st.ino).unwrap();
+        assert_eq!(fs.vault().catalog().get(st.ino).unwrap().chunk_count(), 2);
+        assert!(fs.sync_to_store().unwrap());
+        drop(fs);
+        let fs = open(&d.path().join("s"), &d.path().join("c2"), true, 4096);
+        let ino = fs.lookup(ROOT, b"f").unwrap().ino;
+        assert_eq!(fs.stat(ino).unwrap().size, format::MAX_FILE_SIZE);
+        assert_eq!(fs.vault().catalog().get(ino).unwrap().chunk_count(), 2);
+        assert_eq!(fs.read(ino, far - 2, 4).unwrap(), b"\0\0x\0");
+        assert_eq!(fs.read(ino, 0, 3).unwrap(), b"\0\0\0");
+        assert_eq!(fs.read(ino, format::MAX_FILE_SIZE - 2, 10).unwrap(), b"\0y");
+    }
+
     #[test]
     fn errno_table() {
         let d = tempfile::tempdir().unwrap();
         let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096);
         let dir = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap().ino;
-        fs.mknod(dir, b"f", libc::S_IFREG | 0o644, 0, 0).unwrap();
+        fs.mknod(dir, b"f", libc::S_IFREG | 0o644, 0, 0, 0).unwrap();
         assert_eq!(fs.mkdir(ROOT, b"d", 0o755, 0, 0), Err(Errno(libc::EEXIST)));
         assert_eq!(fs.rmdir(ROOT, b"d"), Err(Errno(libc::ENOTEMPTY)));
         assert_eq!(fs.unlink(ROOT, b"d"), Err(Errno(libc::EISDIR)));
         assert_eq!(fs.lookup(ROOT, b"nope"), Err(Errno(libc::ENOENT)));
         assert_eq!(fs.lookup(ROOT, &[b'n'; 256]), Err(Errno(libc::ENAMETOOLONG)));
-        assert_eq!(fs.mknod(ROOT, b"dev", libc::S_IFCHR | 0o600, 0, 0), Err(Errno(libc::EPERM)));
+        assert_eq!(fs.mknod(ROOT, b"what", 0o170000 | 0o600, 0, 0, 0), Err(Errno(libc::EINVAL)));
         assert_eq!(fs.rename(ROOT, b"d", ROOT, b"e", libc::RENAME_EXCHANGE), Err(Errno(libc::EINVAL)));
         assert_eq!(fs.readlink(dir), Err(Errno(libc::EINVAL)));
         assert_eq!(fs.read(dir, 0, 1), Err(Errno(libc::EISDIR)));

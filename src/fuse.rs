@@ -76,6 +76,8 @@ fn kind(k: Kind) -> FileType {
         Kind::Symlink => FileType::Symlink,
         Kind::Fifo => FileType::NamedPipe,
         Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
     }
 }
 
@@ -93,7 +95,7 @@ fn attr(s: &Stat) -> FileAttr {
         nlink: s.nlink,
         uid: s.uid,
         gid: s.gid,
-        rdev: 0,
+        rdev: s.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -191,8 +193,8 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
-        entry(reply, self.fs.mknod(parent.0, name(n), mode, req.uid(), req.gid()));
+    fn mknod(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        entry(reply, self.fs.mknod(parent.0, name(n), mode, rdev, req.uid(), req.gid()));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {

@@ -142,10 +142,22 @@ fn open(url: &str, options: &[(String, String)]) -> std::result::Result<Box<dyn 
     store::open_store(url, options)
 }
 
-/// `pgcryptfs key list STORE`.
-pub fn list_command(url: &str, options: &[(String, String)]) -> std::result::Result<String, String> {
+/// `pgcryptfs key list STORE [<unlock>]`: the slots (no key needed) and, with an unlock
+/// option, the vault's fingerprint, computed from the master key (a store cannot claim it).
+pub fn list_command(url: &str, options: &[(String, String)], unlock: Option<&UnlockSpec>) -> std::result::Result<String, String> {
     let store = open(url, options)?;
-    Ok(list(store.as_ref()).map_err(|e| e.to_string())?.join("\n"))
+    let mut out = list(store.as_ref()).map_err(|e| e.to_string())?;
+    out.push(match unlock {
+        Some(spec) => {
+            let unlock = spec.load().map_err(|e| e.to_string())?;
+            let header = vault::read_header(store.as_ref()).map_err(|e| e.to_string())?;
+            let opened = vault::unlock_master(store.as_ref(), &header, &unlock).map_err(|e| e.to_string())?;
+            let meta = keys::VaultKeys::derive(&opened.master).meta;
+            format!("fingerprint: {}", crate::pins::Fingerprint::of(&header.vault_id, &meta))
+        }
+        None => "fingerprint: (give an unlock option, e.g. --key-file, to compute it from the master key)".into(),
+    });
+    Ok(out.join("\n"))
 }
 
 /// `pgcryptfs key add STORE <new slot> <unlock>`.

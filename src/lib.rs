@@ -26,6 +26,7 @@ pub mod mount8;
 pub mod notify;
 pub mod offline;
 pub mod ops;
+pub mod pins;
 pub mod readcache;
 pub mod rekey;
 pub mod store;

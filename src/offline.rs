@@ -17,18 +17,34 @@ pub struct Target {
     pub store: String,
     pub store_options: Vec<(String, String)>,
     pub key: KeyConfig,
+    /// What the operator demands of the vault (`--expect-fingerprint`, `--expect-receipt`).
+    pub expect: crate::pins::Expect,
 }
 
-/// Opens the vault read-only: no cache, no lease, any number alongside a writer.
+/// Opens the vault read-only: no cache, no lease, any number alongside a writer. This host's
+/// pins (under the default cache root) refuse a state older than one it has seen.
 pub fn open_read_only(t: &Target) -> Result<Vault, String> {
-    open(t, &OpenOptions { read_only: true, cache_size: 0, ..Default::default() })
+    let pins = crate::config::default_cache_dir();
+    open(t, &OpenOptions { read_only: true, cache_size: 0, pins: Some(&pins), expect: t.expect, ..Default::default() })
 }
 
 /// Opens the vault as its writer (takes the lease; refused while a mount or another command
-/// holds it), with `cache_root` for staged data and journals.
+/// holds it), with `cache_root` for staged data and journals; refuses a state older than the
+/// one this host pinned (gc must never delete what a newer state references).
 pub fn open_writer(t: &Target, cache_root: &std::path::Path) -> Result<Vault, String> {
-    // gc and prune copy ciphertext and delete; they neither check nor move the mount's pin.
-    open(t, &OpenOptions { read_only: false, cache_root: Some(cache_root), cache_size: 0, master_pin: false, ..Default::default() })
+    // gc and prune copy ciphertext and delete; they do not check the mount's master-key pin.
+    open(
+        t,
+        &OpenOptions {
+            read_only: false,
+            cache_root: Some(cache_root),
+            cache_size: 0,
+            master_pin: false,
+            pins: Some(cache_root),
+            expect: t.expect,
+            ..Default::default()
+        },
+    )
 }
 
 fn open(t: &Target, opts: &OpenOptions) -> Result<Vault, String> {

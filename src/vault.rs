@@ -18,6 +18,7 @@ use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, Vaul
 use crate::audit;
 use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
+use crate::pins::{Expect, Fingerprint, PinError, Pins, Receipt};
 use crate::readcache::ReadCache;
 use crate::store::{Store, StoreError};
 use crate::uploads::Uploads;
@@ -37,6 +38,14 @@ pub enum VaultError {
     Lease(LeaseError),
     /// The cache stayed full of unstored data for longer than the write timeout.
     CacheFull(String),
+    /// Not the vault expected or pinned, or an older or forked state of it.
+    Pin(PinError),
+}
+
+impl From<PinError> for VaultError {
+    fn from(e: PinError) -> Self {
+        VaultError::Pin(e)
+    }
 }
 
 impl fmt::Display for VaultError {
@@ -52,6 +61,7 @@ impl fmt::Display for VaultError {
             VaultError::ReadOnly => write!(f, "the vault is open read-only"),
             VaultError::Lease(e) => write!(f, "{e}"),
             VaultError::CacheFull(m) => write!(f, "{m}"),
+            VaultError::Pin(e) => write!(f, "{e}"),
         }
     }
 }
@@ -92,6 +102,10 @@ struct Head {
 struct FrozenCommit {
     seq: u64,
     checkpoint: Option<Vec<u8>>,
+    /// The delta's records as the live catalog applied them (validated), not as the cache's
+    /// journal file reads back: the cache is untrusted, and a journal cut at a batch boundary
+    /// would otherwise become a segment that no later load can replay.
+    records: Vec<Record>,
     packs: Vec<Id>,
     /// The sealed segment, made once, so a retry writes the very same bytes.
     object: Option<(u8, Vec<u8>)>,
@@ -125,6 +139,11 @@ pub struct OpenOptions<'a> {
     pub master_pin: bool,
     /// ... and accepts (and pins) a different one: after a rekey.
     pub accept_new_master_key: bool,
+    /// The cache root whose `pins/` remember what this host has seen of each vault location:
+    /// an older or forked head, or another vault at a known location, is refused.
+    pub pins: Option<&'a Path>,
+    /// What the caller demands of the vault (a restore host's fingerprint or receipt).
+    pub expect: Expect,
 }
 
 impl Default for OpenOptions<'_> {
@@ -140,6 +159,8 @@ impl Default for OpenOptions<'_> {
             readahead: 8 << 20,
             master_pin: true,
             accept_new_master_key: false,
+            pins: None,
+            expect: Expect::default(),
         }
     }
 }
@@ -158,7 +179,13 @@ pub struct Vault {
     catalog: Mutex<Catalog>,
     head: Mutex<Head>,
     commit: Mutex<Option<FrozenCommit>>,
+    /// Records appended to the current cache journal, in order: the next delta segment.
+    /// Lock order: catalog → journaled.
+    journaled: Mutex<Vec<Record>>,
     lease: Mutex<Option<Lease>>,
+    fingerprint: Fingerprint,
+    /// This host's pins and the location they are kept under: moved forward by every commit.
+    pins: Option<(Pins, String)>,
     /// Set when a renewal found the lease taken: no further commits (no split brain).
     lease_lost: std::sync::atomic::AtomicBool,
     uploads: Uploads,
@@ -192,10 +219,12 @@ pub fn read_header(store: &dyn Store) -> Result<VaultHeader> {
 /// Creates a new vault in an empty store with one sodium key slot (see `init_with`).
 pub fn init(store: &dyn Store, user_key: &Secret32, chunk_size: u32, uid: u32, gid: u32) -> Result<VaultHeader> {
     let first = NewSlot::Sodium(user_key.duplicate());
-    init_with(store, &first, Some("sodium"), chunk_size, uid, gid)
+    init_with(store, &first, Some("sodium"), chunk_size, uid, gid).map(|(header, _)| header)
 }
 
 /// Creates a new vault in an empty store: header, its first key slot, first checkpoint.
+/// Returns the header and the new vault's first state (its fingerprint, for the operator to
+/// keep: restore hosts check it).
 pub fn init_with(
     store: &dyn Store,
     first: &NewSlot,
@@ -203,7 +232,7 @@ pub fn init_with(
     chunk_size: u32,
     uid: u32,
     gid: u32,
-) -> Result<VaultHeader> {
+) -> Result<(VaultHeader, Receipt)> {
     format::validate_chunk_size(chunk_size).map_err(|e| VaultError::NotAVault(e.to_string()))?;
     if store.get(format::HEADER_OBJECT).is_ok() {
         return Err(VaultError::NotEmpty(format!("{} is already a pgcryptfs vault", store.describe())));
@@ -232,7 +261,8 @@ pub fn init_with(
     store.put_new(format::HEADER_OBJECT, &header.encode())?;
     log::info!("initialised vault {} in {}", format::hex(&header.vault_id), store.describe());
     audit::event("slot added (init)", &header.vault_id, &slot.slot_id, keys::method_name(slot.method), "");
-    Ok(header)
+    let first = Receipt { fingerprint: Fingerprint::of(&header.vault_id, &keys.meta), seq: 1, hash: crypto::hash32(&object) };
+    Ok((header, first))
 }
 
 fn seal_segment(header: &VaultHeader, meta: &Secret32, kind: u8, seq: u64, prev_hash: [u8; 32], body: &[u8]) -> Vec<u8> {
@@ -377,7 +407,24 @@ impl Vault {
                 let _ = l.release(store.as_ref(), &header, &keys.meta);
             }
         };
-        let (catalog, head) = match load_metadata(store.as_ref(), &header, &keys) {
+        let fingerprint = Fingerprint::of(&header.vault_id, &keys.meta);
+        let loaded = load_metadata(store.as_ref(), &header, &keys).and_then(|(catalog, head)| {
+            // What the caller demands and what this host has seen, before anything is served
+            // or written on top of this state.
+            let found = Receipt { fingerprint, seq: head.seq, hash: head.hash };
+            opts.expect.check(&found)?;
+            let pins = match opts.pins {
+                Some(root) => {
+                    let pins = Pins::open(root)?;
+                    let location = store.describe();
+                    pins.check_and_record(&location, &found, opts.accept_new_master_key)?;
+                    Some((pins, location))
+                }
+                None => None,
+            };
+            Ok((catalog, head, pins))
+        });
+        let (catalog, head, pins) = match loaded {
             Ok(x) => x,
             Err(e) => {
                 give_back(&lease);
@@ -394,7 +441,10 @@ impl Vault {
             catalog: Mutex::new(catalog),
             head: Mutex::new(head),
             commit: Mutex::new(None),
+            journaled: Mutex::new(Vec::new()),
             lease: Mutex::new(lease),
+            fingerprint,
+            pins,
             lease_lost: std::sync::atomic::AtomicBool::new(false),
             uploads: Uploads::new(),
             dirty_max: opts.dirty_max,
@@ -412,6 +462,17 @@ impl Vault {
 
     pub fn read_only(&self) -> bool {
         self.cache.is_none()
+    }
+
+    /// The vault's fingerprint (a commitment to its id and master key).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The committed state as a restore host can demand it: fingerprint, head seq and hash.
+    pub fn receipt(&self) -> Receipt {
+        let head = self.head.lock().unwrap();
+        Receipt { fingerprint: self.fingerprint, seq: head.seq, hash: head.hash }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -532,7 +593,12 @@ impl Vault {
     /// Runs one upload worker until `stop_uploads` (the daemon starts several).
     pub fn run_uploader(&self) {
         let Some(cache) = &self.cache else { return };
-        self.uploads.work(|id| self.upload_pack(cache, id).map_err(|e| e.to_string()));
+        self.uploads.work(|id| {
+            self.upload_pack(cache, id).map_err(|e| crate::uploads::Failure {
+                permanent: matches!(&e, VaultError::Store(s) if s.is_permanent()),
+                message: e.to_string(),
+            })
+        });
     }
 
     pub fn stop_uploads(&self) {
@@ -735,6 +801,7 @@ impl Vault {
             cat.requeue(recs);
             return Err(e.into());
         }
+        self.journaled.lock().unwrap().extend(recs);
         Ok(())
     }
 
@@ -747,6 +814,8 @@ impl Vault {
                 "another mount took this vault's writer lease; commits stop, the data stays in the cache".into(),
             )));
         }
+        // Packs the store refused get one more try per commit (the bucket may exist by now).
+        self.uploads.retry_parked();
         let mut frozen = self.commit.lock().unwrap();
         if let Some(f) = frozen.as_mut() {
             self.finish_commit(cache, f)?;
@@ -764,7 +833,10 @@ impl Vault {
                     let deltas = self.head.lock().unwrap().deltas_since_checkpoint;
                     let checkpoint =
                         (deltas + 1 >= CHECKPOINT_EVERY).then(|| format::encode_records(&cat.snapshot()));
-                    let mut f = FrozenCommit { seq, checkpoint, packs: Vec::new(), object: None, segment_written: false };
+                    let journaled = std::mem::take(&mut *self.journaled.lock().unwrap());
+                    let records = if checkpoint.is_some() { Vec::new() } else { journaled };
+                    let mut f =
+                        FrozenCommit { seq, checkpoint, records, packs: Vec::new(), object: None, segment_written: false };
                     match cache.take_closed_packs(true) {
                         Ok(packs) => f.packs = packs,
                         Err(e) => {
@@ -814,10 +886,7 @@ impl Vault {
             if f.object.is_none() {
                 let (kind, body) = match &f.checkpoint {
                     Some(cp) => (format::SEGMENT_CHECKPOINT, cp.clone()),
-                    None => {
-                        let recs = self.read_journal(cache, f.seq)?;
-                        (format::SEGMENT_DELTA, format::encode_records(&recs))
-                    }
+                    None => (format::SEGMENT_DELTA, format::encode_records(&f.records)),
                 };
                 let prev = self.head.lock().unwrap().hash;
                 f.object = Some((kind, seal_segment(&self.header, &self.keys.meta, kind, f.seq, prev, &body)));
@@ -864,6 +933,12 @@ impl Vault {
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
         head.seq = seq;
         head.hash = crypto::hash32(object);
+        if let Some((pins, location)) = &self.pins {
+            let now = Receipt { fingerprint: self.fingerprint, seq, hash: head.hash };
+            if let Err(e) = pins.check_and_record(location, &now, false) {
+                log::warn!("could not move this host's pin of {location} to segment {seq}: {e}");
+            }
+        }
         if kind == format::SEGMENT_CHECKPOINT {
             head.deltas_since_checkpoint = 0;
             drop(head);
@@ -1044,6 +1119,36 @@ mod tests {
         let mut out = Vec::new();
         v.read_chunk(&fid, 0, &c, &mut out)?;
         Ok(out)
+    }
+
+    /// The cache is untrusted: its journal cut at a batch boundary while the writer runs (the
+    /// records of file b gone), then an unlink of b. The commit stores what the live catalog
+    /// validated, never the cut journal, so a fresh mount loads the vault.
+    #[test]
+    fn a_cut_cache_journal_never_becomes_a_segment() {
+        let mem = Arc::new(MemStore::new());
+        init(mem.as_ref(), &key(), 4096, 0, 0).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let v = open(&mem, cache.path()).unwrap();
+        write_file(&v, b"a", b"first");
+        v.flush_journal().unwrap();
+        write_file(&v, b"b", b"second");
+        v.flush_journal().unwrap();
+        let dir = cache.path().join(format::hex(&v.header.vault_id));
+        let journal = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("journal-"))
+            .unwrap();
+        let bytes = std::fs::read(&journal).unwrap();
+        let last = format::split_journal(&bytes).unwrap().1.last().unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&journal).unwrap().set_len((bytes.len() - 4 - last) as u64).unwrap();
+        v.catalog().unlink(crate::catalog::ROOT, b"b", format::Time::now()).unwrap();
+        assert!(v.commit().unwrap());
+        drop(v);
+        let r = ro(&mem).unwrap();
+        assert_eq!(read_file(&r, b"a").unwrap(), b"first");
+        assert!(r.catalog().lookup(crate::catalog::ROOT, b"b").is_err());
     }
 
     #[test]

@@ -87,10 +87,8 @@ pub fn run(vault: &Vault, path: &str, quick: bool) -> Result<Report, String> {
             let i = cat.get(e.ino).map_err(|e| e.to_string())?;
             let shown = if path.trim_matches('/').is_empty() { e.rel.display().to_string() } else { format!("{}/{}", path.trim_matches('/'), e.rel.display()) };
             files.push((shown.trim_end_matches('/').to_string(), i.file_id));
-            for (index, c) in i.chunks.iter().enumerate() {
-                if let Some(c) = c {
-                    items.push(Item { file: files.len() - 1, index: index as u64, c: *c });
-                }
+            for (index, c) in i.chunks() {
+                items.push(Item { file: files.len() - 1, index, c });
             }
         }
         all_packs = cat.referenced_packs().into_keys().collect();

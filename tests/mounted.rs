@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -129,6 +129,19 @@ fn namespace_operations() {
         let rc = unsafe { libc::setxattr(p.as_ptr(), c"user.k".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
         assert_eq!(rc, -1);
         assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+        // device nodes are kept with their numbers (pjdfstest, tar, rsync -D) and never open a
+        // device: the mount is nodev
+        for (name, kind, major, minor) in [("null", libc::S_IFCHR, 1, 3), ("loop", libc::S_IFBLK, 7, 200), ("big", libc::S_IFCHR, 4095, 1 << 19)] {
+            let c = CString::new(v.path(name).as_os_str().as_bytes()).unwrap();
+            // SAFETY: valid C string.
+            assert_eq!(unsafe { libc::mknod(c.as_ptr(), kind | 0o640, libc::makedev(major, minor)) }, 0, "{name}");
+            let md = fs::symlink_metadata(v.path(name)).unwrap();
+            assert_eq!((md.mode() & libc::S_IFMT, libc::major(md.rdev()), libc::minor(md.rdev())), (kind, major, minor), "{name}");
+        }
+        assert_eq!(errno_of(File::open(v.path("null"))), libc::EACCES);
+        let fifo = CString::new(v.path("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         // many entries, readdir complete and stable
         fs::create_dir(v.path("many")).unwrap();
         for i in 0..1500 {
@@ -150,6 +163,10 @@ fn namespace_operations() {
     assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o640, 26, 27));
     assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 123_456_789));
     assert_eq!(md.nlink(), 2);
+    let dev = fs::symlink_metadata(v.path("big")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!((libc::major(dev.rdev()), libc::minor(dev.rdev())), (4095, 1 << 19));
+    assert!(fs::symlink_metadata(v.path("loop")).unwrap().file_type().is_block_device());
 }
 
 type Entry = (String, String, u32, u32, u32, u64, i64, u64);
@@ -572,6 +589,47 @@ fn second_writer_is_refused_and_the_same_cache_resumes() {
     let o = other(&mnt2, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     must(Command::new(BIN).arg("umount").arg(&mnt2));
+}
+
+/// A store that refuses (403 on every PUT: revoked credentials) is a permanent error: `sync`
+/// and `umount` fail within seconds naming the store's reason, `status` says so, nothing is
+/// retried in a loop, and the data stays in the cache for the next mount of it, which uploads
+/// it once the store accepts again.
+#[test]
+#[serial]
+fn a_refusing_store_fails_sync_and_umount_promptly_and_loses_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let s3 = common::s3::S3Server::start();
+    let v = Vault::on_s3(&s3, "refused");
+    let m = v.mount(&["--pack-size", "1M", "--store-timeout", "120"]);
+    s3.refuse_puts.store(true, SeqCst);
+    let data = pattern(5, 3 << 20);
+    fs::write(v.path("wal"), &data).unwrap();
+    File::open(v.path("wal")).unwrap().sync_all().unwrap(); // durable in the cache: that is enough
+    let t = Instant::now();
+    let o = run(Command::new(BIN).arg("sync").arg(&v.mnt));
+    assert!(!o.status.success(), "sync must fail while the store refuses");
+    assert!(stderr(&o).contains("refuses") && stderr(&o).contains("AccessDenied"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(60), "sync took {:?} (store timeout 120 s)", t.elapsed());
+    let st = status(&v);
+    assert!(st.contains("store_refuses=") && !st.contains("store_refuses=no"), "{st}");
+    let retries = field(&st, "retries");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(field(&status(&v), "retries") <= retries + 2, "a refused upload is not retried in a loop");
+    let t = Instant::now();
+    let o = run(Command::new("timeout").arg("100").arg(BIN).arg("umount").arg(&v.mnt));
+    assert!(!o.status.success(), "umount must report that the drain failed");
+    assert!(stderr(&o).contains("refuses"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(60), "umount took {:?}", t.elapsed());
+    assert!(!is_mounted(&v.mnt));
+    drop(m);
+    // The same cache, the store accepting again: everything goes up, and reads back from the store.
+    s3.refuse_puts.store(false, SeqCst);
+    let m = v.mount(&[]);
+    m.umount();
+    let _m = v.mount_from_store_only();
+    assert_eq!(fs::read(v.path("wal")).unwrap(), data);
 }
 
 /// A store outage in the middle of a backup: writes land in the cache up to the dirty bound,

@@ -9,7 +9,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-mod aws_profile;
+#[doc(hidden)] // pub for the fuzz target fuzz/fuzz_targets/aws_profile.rs
+pub mod aws_profile;
 pub mod conformance;
 mod local;
 mod remote;
@@ -25,6 +26,17 @@ pub enum StoreError {
     Io { key: String, source: io::Error },
     /// A ranged read asked for bytes past the end of the object.
     ShortObject { key: String, want: u64, have: u64 },
+    /// The store refused the request for a reason retrying does not fix: credentials it does
+    /// not accept, a bucket or container that does not exist, an operation it forbids.
+    Refused { key: String, reason: String },
+}
+
+impl StoreError {
+    /// True for errors that the same request will meet again (`Refused`): reported at once,
+    /// never retried in a loop. Everything else may be a passing outage and is retried.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::Refused { .. })
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -36,6 +48,7 @@ impl fmt::Display for StoreError {
             StoreError::ShortObject { key, want, have } => {
                 write!(f, "object {key} is {have} bytes, a read needed {want}")
             }
+            StoreError::Refused { key, reason } => write!(f, "the store refuses access to {key}: {reason}"),
         }
     }
 }

@@ -24,17 +24,34 @@ pub struct RemoteStore {
     rt: tokio::runtime::Runtime,
 }
 
-fn store_err(key: &str, e: object_store::Error) -> StoreError {
+/// Error classes: object_store turns 401/403 into `Unauthenticated`/`PermissionDenied`, and a
+/// missing bucket into `NotFound`, which only a write (`missing_is_refusal`) can tell apart
+/// from a missing object. Those are `Refused` (permanent); the rest may pass and is `Io`.
+fn store_err_of(key: &str, e: object_store::Error, missing_is_refusal: bool) -> StoreError {
+    let refused = |reason: String| StoreError::Refused { key: key.to_string(), reason };
     match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
         object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists(key.to_string()),
         other => StoreError::Io { key: key.to_string(), source: std::io::Error::other(other.to_string()) },
+        object_store::Error::NotFound { source, .. } if missing_is_refusal => {
+            refused(format!("the bucket or container does not exist ({source})"))
+        }
     }
 }
+        e @ (object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::InvalidPath { .. }
+        | object_store::Error::UnknownConfigurationKey { .. }) => refused(e.to_string()),
 
 /// object_store's own retries, kept short: the upload workers retry for ever with their own
 /// backoff and report each failure in `status`, and a lease renewal must give up well within
 /// the lease's lifetime (the default would retry a request for up to three minutes).
+fn store_err(key: &str, e: object_store::Error) -> StoreError {
+    store_err_of(key, e, false)
+}
+
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig { max_retries: 3, retry_timeout: std::time::Duration::from_secs(15), ..Default::default() }
 }
@@ -152,7 +169,7 @@ impl RemoteStore {
                 if msg.contains("416") || msg.contains("Range Not Satisfiable") || msg.contains("InvalidRange") {
                     Ok(Vec::new())
                 } else {
-                    Err(StoreError::Io { key: key.to_string(), source: std::io::Error::other(msg) })
+                    Err(store_err(key, other))
                 }
             }
         }
@@ -160,7 +177,7 @@ impl RemoteStore {
 
     fn put_mode(&self, key: &str, data: PutPayload, mode: PutMode) -> Result<()> {
         let opts = PutOptions { mode, ..Default::default() };
-        self.rt.block_on(self.inner.put_opts(&self.path(key), data, opts)).map(|_| ()).map_err(|e| store_err(key, e))
+        self.rt.block_on(self.inner.put_opts(&self.path(key), data, opts)).map(|_| ()).map_err(|e| store_err_of(key, e, true))
     }
 }
 

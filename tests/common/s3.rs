@@ -13,6 +13,8 @@ pub struct S3Server {
     pub port: u16,
     /// While set, every request gets 503 Service Unavailable (a store outage).
     pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, every PUT gets 403 AccessDenied (credentials the store no longer accepts).
+    pub refuse_puts: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Milliseconds every request waits before it is served (a slow store).
     pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// GET requests served (object reads, ranged or whole).
@@ -39,11 +41,14 @@ impl S3Server {
         let counted = gets.clone();
         let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let slow = delay_ms.clone();
+        let refuse_puts = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refusing = refuse_puts.clone();
         rt.spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { continue };
                 let _ = sock.set_nodelay(true);
-                let (service, down, counted, slow) = (service.clone(), down.clone(), counted.clone(), slow.clone());
+                let (service, down, counted, slow, refusing) =
+                    (service.clone(), down.clone(), counted.clone(), slow.clone(), refusing.clone());
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let service = service.clone();
                     // Object reads only: a GET of a key (a list is a GET of the bucket with a query).
@@ -51,10 +56,18 @@ impl S3Server {
                         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     let unavailable = down.load(std::sync::atomic::Ordering::SeqCst);
+                    let forbidden =
+                        req.method() == http::Method::PUT && refusing.load(std::sync::atomic::Ordering::SeqCst);
                     let delay = std::time::Duration::from_millis(slow.load(std::sync::atomic::Ordering::SeqCst));
                     async move {
                         tokio::time::sleep(delay).await;
-                        if unavailable {
+                        if forbidden {
+                            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+                                        <Message>Access Denied</Message></Error>";
+                            let mut r = http::Response::new(s3s::Body::from(body.to_string()));
+                            *r.status_mut() = http::StatusCode::FORBIDDEN;
+                            Ok::<_, s3s::HttpError>(r)
+                        } else if unavailable {
                             let mut r = http::Response::new(s3s::Body::empty());
                             *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                             Ok::<_, s3s::HttpError>(r)
@@ -70,7 +83,7 @@ impl S3Server {
                 });
             }
         });
-        S3Server { port, outage, delay_ms, gets, root, _rt: rt }
+        S3Server { port, outage, refuse_puts, delay_ms, gets, root, _rt: rt }
     }
 
     /// `s3://BUCKET/prefix` plus the store options that reach this server.

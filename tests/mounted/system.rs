@@ -207,3 +207,36 @@ fn systemd_notify_protocol() {
     let _m = v.mount_from_store_only();
     assert!(fs::read(v.path("file")).unwrap() == fs::read(&src).unwrap());
 }
+
+/// Without `--binary`, install.sh takes the binary from wherever cargo says its target
+/// directory is (here a `cargo` on PATH that reports another directory, as CARGO_TARGET_DIR
+/// or a cargo config's build.target-dir would), not from `./target`.
+#[test]
+fn install_finds_the_binary_in_cargos_target_directory() {
+    let t = tempfile::Builder::new().prefix("pgcfs-install").tempdir_in("/var/tmp").unwrap();
+    let target = t.path().join("elsewhere");
+    fs::create_dir_all(target.join("release")).unwrap();
+    fs::copy(BIN, target.join("release/pgcryptfs")).unwrap();
+    let fake = t.path().join("fakebin");
+    fs::create_dir(&fake).unwrap();
+    let log = t.path().join("cargo.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> {log}\ncase $1 in\n  build) exit 0 ;;\n  metadata) printf '{{\"packages\":[],\"target_directory\":\"%s\",\"version\":1}}\\n' {target} ;;\n  *) exit 3 ;;\nesac\n",
+        log = log.display(),
+        target = target.display()
+    );
+    fs::write(fake.join("cargo"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(fake.join("cargo"), fs::Permissions::from_mode(0o755)).unwrap();
+    let (prefix, sbin) = (t.path().join("prefix"), t.path().join("sbin"));
+    fs::create_dir(&sbin).unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    must(Command::new(INSTALL).arg("--prefix").arg(&prefix).env("PATH", path).env("SBIN", &sbin));
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(calls.lines().any(|l| l.starts_with("build --release")), "{calls}");
+    assert!(calls.lines().any(|l| l.starts_with("metadata")), "{calls}");
+    assert_eq!(fs::read(prefix.join("bin/pgcryptfs")).unwrap(), fs::read(BIN).unwrap());
+    for name in LINKS {
+        assert_eq!(fs::read_link(sbin.join(name)).unwrap(), prefix.join("bin/pgcryptfs"), "{name}");
+    }
+}
