@@ -4,12 +4,18 @@
 //!
 //! Layout: `<cache>/<vault-id hex>/{lock, staging/<pack-id hex>, journal-<seq as 16 hex>}`.
 //! Lock order inside: `packer` before `journal` (callers hold the catalog lock outside both).
+//!
+//! The cache is untrusted and the daemon runs as root: the root and every directory in it must
+//! be owned by the user running pgcryptfs and writable by nobody else, and every file is
+//! reached through [`Dir`] (relative to a directory descriptor, never through a link).
 
+use std::ffi::CString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -76,7 +82,8 @@ struct Journal {
 }
 
 pub struct Cache {
-    dir: PathBuf,
+    dir: Dir,
+    staging: Dir,
     _lock: File,
     pack_target: u64,
     /// Bytes of sealed chunks in staging packs (not yet in the store).
@@ -86,28 +93,23 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens (creating if needed) the cache of `vault_id` under `root` and locks it.
+    /// Opens (creating if needed) the cache of `vault_id` under `root` and locks it. The root,
+    /// the vault's directory and `staging/` are refused if they are links, belong to another
+    /// user, or are writable by group or others (a missing root is made 0700).
     pub fn open(root: &Path, vault_id: &Id, pack_target: u64) -> Result<Self> {
-        let dir = root.join(format::hex(vault_id));
-        fs::create_dir_all(dir.join("staging")).map_err(io_err(format!("creating {}", dir.display())))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .map_err(io_err("opening the lock file"))?;
+        let checked = |r: io::Result<Dir>| r.map_err(io_err("the cache directory"));
+        let root = checked(Dir::private(root))?;
+        let dir = checked(root.sub(&format::hex(vault_id)))?;
+        let staging = checked(dir.sub("staging"))?;
+        let lock = dir.open_or_create("lock").map_err(io_err("opening the lock file"))?;
         // SAFETY: valid fd owned by `lock`.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(CacheError::Busy(dir));
+            return Err(CacheError::Busy(dir.path().to_path_buf()));
         }
-        let mut staged = 0;
-        if let Ok(entries) = fs::read_dir(dir.join("staging")) {
-            for e in entries.flatten() {
-                staged += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
+        let staged = staging.list().map(|l| l.iter().filter(|e| e.is_file()).map(|e| e.len).sum()).unwrap_or(0);
         Ok(Self {
             dir,
+            staging,
             _lock: lock,
             pack_target,
             staged: std::sync::atomic::AtomicU64::new(staged),
@@ -119,31 +121,27 @@ impl Cache {
     /// Trust on first use: the first writable mount with this cache records a fingerprint of the
     /// vault's master key; later ones refuse a different key unless `accept` (after a rekey).
     pub fn check_master_pin(&self, pin: &[u8; 32], accept: bool) -> Result<()> {
-        let path = self.dir.join("master-pin");
         let want = format::hex(pin);
-        match fs::read_to_string(&path) {
-            Ok(have) if have.trim() == want => return Ok(()),
-            Ok(_) if !accept => return Err(CacheError::MasterKeyChanged(path)),
+        match self.dir.read("master-pin") {
+            Ok(have) if String::from_utf8_lossy(&have).trim() == want => return Ok(()),
+            Ok(_) if !accept => return Err(CacheError::MasterKeyChanged(self.dir.path().join("master-pin"))),
             Ok(_) | Err(_) => {}
         }
-        let tmp = self.dir.join("master-pin.tmp");
-        fs::write(&tmp, format!("{want}\n"))
-            .and_then(|_| File::open(&tmp)?.sync_all())
-            .and_then(|_| fs::rename(&tmp, &path))
-            .map_err(io_err("recording the master key's fingerprint"))?;
-        self.sync_dir()
+        self.dir
+            .write_atomic("master-pin", format!("{want}\n").as_bytes())
+            .map_err(io_err("recording the master key's fingerprint"))
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     fn staging_path(&self, id: &Id) -> PathBuf {
-        self.dir.join("staging").join(format::hex(id))
+        self.staging.path().join(format::hex(id))
     }
 
-    fn journal_path(&self, seq: u64) -> PathBuf {
-        self.dir.join(format!("journal-{seq:016x}"))
+    fn journal_name(seq: u64) -> String {
+        format!("journal-{seq:016x}")
     }
 
     /// Appends one sealed chunk to the active staging pack; returns its pack and offset.
@@ -152,15 +150,9 @@ impl Cache {
         let mut p = self.packer.lock().unwrap();
         if p.active.is_none() {
             let id = crate::crypto::random_id();
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(self.staging_path(&id))
-                .map_err(io_err("creating a staging pack"))?;
+            let file = self.staging.create_new(&format::hex(&id), true).map_err(io_err("creating a staging pack"))?;
             // The pack's directory entry must survive a crash as well as its bytes.
-            File::open(self.dir.join("staging"))
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("syncing the staging directory"))?;
+            self.staging.sync().map_err(io_err("syncing the staging directory"))?;
             p.active = Some(ActivePack { id, file, len: 0 });
         }
         let a = p.active.as_mut().expect("just set");
@@ -212,7 +204,7 @@ impl Cache {
 
     /// Reads a range of a staging pack; `None` if the pack is no longer staged.
     pub fn read_staging(&self, id: &Id, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
-        let f = match File::open(self.staging_path(id)) {
+        let f = match self.staging.open_read(&format::hex(id)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("opening a staging pack")(e)),
@@ -225,6 +217,7 @@ impl Cache {
         }
     }
 
+    /// The path of a staging pack, for the store's `put_moving` (which opens it by path).
     pub fn staging_file(&self, id: &Id) -> PathBuf {
         self.staging_path(id)
     }
@@ -242,10 +235,11 @@ impl Cache {
     }
 
     pub fn remove_staging(&self, id: &Id) -> Result<()> {
-        if let Ok(m) = fs::metadata(self.staging_path(id)) {
-            self.unstaged(m.len());
+        let name = format::hex(id);
+        if let Ok(e) = self.staging.stat(&name) {
+            self.unstaged(e.len);
         }
-        match fs::remove_file(self.staging_path(id)) {
+        match self.staging.remove(&name) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("removing an uploaded staging pack")(e)),
@@ -255,27 +249,24 @@ impl Cache {
     /// Staging packs left by an earlier run (only valid before the first append).
     pub fn leftover_packs(&self) -> Result<Vec<Id>> {
         let mut out = Vec::new();
-        for e in fs::read_dir(self.dir.join("staging")).map_err(io_err("listing staging packs"))? {
-            let e = e.map_err(io_err("listing staging packs"))?;
-            if let Some(id) = e.file_name().to_str().and_then(format::parse_hex_id) {
+        for e in self.staging.list().map_err(io_err("listing staging packs"))? {
+            // Only the names this module makes, and only regular files.
+            if let Some(id) = format::parse_hex_id(&e.name).filter(|id| format::hex(id) == e.name && e.is_file()) {
                 out.push(id);
             }
         }
+        out.sort_unstable();
         Ok(out)
     }
 
     /// The writer lease this cache held last, if any.
     pub fn lease_id(&self) -> Option<Id> {
-        fs::read_to_string(self.dir.join("lease")).ok().and_then(|s| format::parse_hex_id(s.trim()))
+        let s = self.dir.read("lease").ok()?;
+        format::parse_hex_id(String::from_utf8_lossy(&s).trim())
     }
 
     pub fn set_lease_id(&self, id: &Id) -> Result<()> {
-        let tmp = self.dir.join("lease.tmp");
-        fs::write(&tmp, format::hex(id))
-            .and_then(|()| File::open(&tmp)?.sync_all())
-            .and_then(|()| fs::rename(&tmp, self.dir.join("lease")))
-            .map_err(io_err("recording the writer lease"))?;
-        self.sync_dir()
+        self.dir.write_atomic("lease", format::hex(id).as_bytes()).map_err(io_err("recording the writer lease"))
     }
 
     /// Packs closed and waiting to be handed to the uploaders or a commit.
@@ -285,20 +276,23 @@ impl Cache {
 
     // -- journal ------------------------------------------------------------------------------
 
-    /// Starts a fresh journal for segment `seq`, replacing any file of that name.
+    /// Starts a fresh journal for segment `seq`, replacing any file of that name: written under
+    /// a random temporary name (`O_EXCL`), fsynced and renamed into place, so a link planted at
+    /// the journal's name is replaced, never written through.
     pub fn start_journal(&self, seq: u64) -> Result<()> {
-        let path = self.journal_path(seq);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_err("creating the journal"))?;
         let header = format::journal_header(seq);
-        file.write_all(&header).map_err(io_err("writing the journal"))?;
-        file.sync_all().map_err(io_err("syncing the journal"))?;
-        self.sync_dir()?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(io_err("opening the journal"))?;
+        let name = Self::journal_name(seq);
+        let tmp = Dir::temp_name(&name);
+        let mut file = self.dir.create_new(&tmp, true).map_err(io_err("creating the journal"))?;
+        let written = file
+            .write_all(&header)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| self.dir.rename(&tmp, &name))
+            .and_then(|()| self.dir.sync());
+        if let Err(e) = written {
+            let _ = self.dir.remove(&tmp);
+            return Err(io_err("writing the journal")(e));
+        }
         *self.journal.lock().unwrap() = Some(Journal { seq, file, batches: 0, len: header.len() as u64, broken: false });
         Ok(())
     }
@@ -348,12 +342,11 @@ impl Cache {
     /// Journal files on disk, by seq.
     pub fn journal_files(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();
-        for e in fs::read_dir(&self.dir).map_err(io_err("listing journals"))? {
-            let e = e.map_err(io_err("listing journals"))?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if let Some(hex) = name.strip_prefix("journal-")
+        for e in self.dir.list().map_err(io_err("listing journals"))? {
+            // Only the names `start_journal` makes (16 lowercase hex digits).
+            if let Some(hex) = e.name.strip_prefix("journal-")
                 && let Ok(seq) = u64::from_str_radix(hex, 16)
+                && Self::journal_name(seq) == e.name
             {
                 out.push(seq);
             }
@@ -363,11 +356,11 @@ impl Cache {
     }
 
     pub fn read_journal(&self, seq: u64) -> Result<Vec<u8>> {
-        fs::read(self.journal_path(seq)).map_err(io_err("reading the journal"))
+        self.dir.read(&Self::journal_name(seq)).map_err(io_err("reading the journal"))
     }
 
     pub fn remove_journal(&self, seq: u64) -> Result<()> {
-        match fs::remove_file(self.journal_path(seq)) {
+        match self.dir.remove(&Self::journal_name(seq)) {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("removing a committed journal")(e)),
@@ -375,7 +368,305 @@ impl Cache {
     }
 
     fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err("syncing the cache directory"))
+        self.dir.sync().map_err(io_err("syncing the cache directory"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Link-safe directory access
+
+/// A directory the daemon writes in (the cache is untrusted: anyone who can write it may plant
+/// links). It is opened once with `O_DIRECTORY|O_NOFOLLOW` and checked (owned by this process's
+/// user, writable by no one else); every file in it is then created, opened, renamed, listed and
+/// removed relative to that descriptor (`openat` and friends) and never through a link: new files
+/// are `O_CREAT|O_EXCL` (under a random temporary name, then renamed), existing ones are opened
+/// `O_NOFOLLOW` and must be regular files. A link planted at any name, or a directory swapped
+/// for a link after it was opened, is never followed.
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// One directory entry as `lstat` sees it (links are not followed).
+pub struct Entry {
+    pub name: String,
+    pub mode: u32,
+    pub len: u64,
+    pub mtime: i64,
+}
+
+impl Entry {
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+fn cname(name: &str) -> io::Result<CString> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad file name {name:?}")));
+    }
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a file name"))
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn refuse(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, msg)
+}
+
+/// Checks an opened directory: owned by this process's user, writable by nobody else. Read and
+/// search bits for group and others are removed (the cache holds nothing they need).
+fn check_private(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    // SAFETY: valid fd; st is a valid out-pointer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    let me = euid();
+    if st.st_uid != me {
+        return Err(refuse(format!(
+            "{} is owned by uid {}, not by uid {me} (the user running pgcryptfs): refused; use a directory of your own",
+            path.display(),
+            st.st_uid
+        )));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "{} is writable by group or others (mode {mode:04o}): refused; run chmod 700 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    if mode & 0o077 != 0 {
+        // SAFETY: valid fd.
+        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) })?;
+    }
+    Ok(())
+}
+
+fn open_dir_nofollow(at: libc::c_int, name: &CString, path: &Path) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string; the fd returned is owned below.
+    let fd = unsafe { libc::openat(at, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+                refuse(format!("{} is a symbolic link or not a directory: refused", path.display()))
+            }
+            _ => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        });
+    }
+    // SAFETY: fd was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Dir {
+    /// Opens the private directory `path`, creating it (mode 0700, and its missing parents) if
+    /// it does not exist. Refused: a symlink, another owner, write access for group or others.
+    pub fn private(path: &Path) -> io::Result<Dir> {
+        if fs::symlink_metadata(path).is_err() {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("creating {}: {e}", path.display()))),
+            }
+        }
+        let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in a path"))?;
+        let fd = open_dir_nofollow(libc::AT_FDCWD, &c, path)?;
+        check_private(&fd, path)?;
+        Ok(Dir { fd, path: path.to_path_buf() })
+    }
+
+    /// The subdirectory `name`, created (0700) if missing, with the same checks.
+    pub fn sub(&self, name: &str) -> io::Result<Dir> {
+        let c = cname(name)?;
+        let path = self.path.join(name);
+        // SAFETY: valid fd and C string.
+        if unsafe { libc::mkdirat(self.raw(), c.as_ptr(), 0o700) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(io::Error::new(e.kind(), format!("creating {}: {e}", path.display())));
+            }
+        }
+        let fd = open_dir_nofollow(self.raw(), &c, &path)?;
+        check_private(&fd, &path)?;
+        Ok(Dir { fd, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn raw(&self) -> libc::c_int {
+        self.fd.as_raw_fd()
+    }
+
+    fn openat(&self, name: &str, flags: libc::c_int) -> io::Result<File> {
+        let c = cname(name)?;
+        // SAFETY: valid fd and C string; the fd returned is owned below.
+        let fd = unsafe { libc::openat(self.raw(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600 as libc::c_uint) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just opened, owned by nobody else.
+        let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        if flags & libc::O_EXCL == 0 && !f.metadata()?.is_file() {
+            return Err(refuse(format!("{} is not a regular file: refused", self.path.join(name).display())));
+        }
+        Ok(f)
+    }
+
+    /// Opens an existing regular file for reading (never through a link; a FIFO is refused
+    /// without blocking).
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        self.openat(name, libc::O_RDONLY | libc::O_NONBLOCK)
+    }
+
+    /// Creates a new file (0600); fails if anything, a link included, has that name.
+    pub fn create_new(&self, name: &str, append: bool) -> io::Result<File> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | if append { libc::O_APPEND } else { 0 };
+        self.openat(name, flags)
+    }
+
+    /// Opens (creating if needed, 0600) a regular file for writing without truncating it.
+    pub fn open_or_create(&self, name: &str) -> io::Result<File> {
+        self.openat(name, libc::O_RDWR | libc::O_CREAT | libc::O_NONBLOCK)
+    }
+
+    /// A fresh temporary name in this directory, for `create_new` and then `rename`.
+    pub fn temp_name(prefix: &str) -> String {
+        format!(".tmp-{prefix}-{}", format::hex(&crate::crypto::random_id()[..8]))
+    }
+
+    /// The same directory under the name it now has (after a rename of it).
+    pub fn with_path(mut self, path: PathBuf) -> Dir {
+        self.path = path;
+        self
+    }
+
+    /// Creates a new file under a random temporary name, fills it, fsyncs it; returns the name.
+    pub fn write_temp(&self, prefix: &str, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<(String, File)> {
+        let tmp = Self::temp_name(prefix);
+        let mut f = self.create_new(&tmp, false)?;
+        if let Err(e) = fill(&mut f).and_then(|()| f.sync_all()) {
+            let _ = self.remove(&tmp);
+            return Err(e);
+        }
+        Ok((tmp, f))
+    }
+
+    /// Replaces `name` with `data` atomically (temporary file, fsync, rename, directory fsync).
+    /// A link at `name` is replaced, never written through.
+    pub fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        let (tmp, _f) = self.write_temp(name, |f| f.write_all(data))?;
+        if let Err(e) = self.rename(&tmp, name) {
+            let _ = self.remove(&tmp);
+            return Err(e);
+        }
+        self.sync()
+    }
+
+    /// Reads a whole regular file (never through a link).
+    pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut self.open_read(name)?, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (f, t) = (cname(from)?, cname(to)?);
+        // SAFETY: valid fds and C strings.
+        cvt(unsafe { libc::renameat(self.raw(), f.as_ptr(), self.raw(), t.as_ptr()) }).map(|_| ())
+    }
+
+    /// Removes a file (a link itself, never its target).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let c = cname(name)?;
+        // SAFETY: valid fd and C string.
+        cvt(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), 0) }).map(|_| ())
+    }
+
+    /// `lstat` of one entry.
+    pub fn stat(&self, name: &str) -> io::Result<Entry> {
+        let c = cname(name)?;
+        // SAFETY: valid fd and C string; st is a valid out-pointer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        cvt(unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+        Ok(Entry { name: name.to_string(), mode: st.st_mode, len: st.st_size as u64, mtime: st.st_mtime })
+    }
+
+    /// Every entry (but `.` and `..`), as `lstat` sees it; names that are not UTF-8 are skipped.
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        // SAFETY: dup of a valid fd; fdopendir takes ownership of the duplicate and closedir
+        // frees it; readdir's entries are read before the next call.
+        unsafe {
+            let dup = cvt(libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0))?;
+            let d = libc::fdopendir(dup);
+            if d.is_null() {
+                let e = io::Error::last_os_error();
+                libc::close(dup);
+                return Err(e);
+            }
+            libc::rewinddir(d);
+            let mut names = Vec::new();
+            loop {
+                *libc::__errno_location() = 0;
+                let ent = libc::readdir64(d);
+                if ent.is_null() {
+                    let errno = *libc::__errno_location();
+                    libc::closedir(d);
+                    if errno != 0 {
+                        return Err(io::Error::from_raw_os_error(errno));
+                    }
+                    break;
+                }
+                let name = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr());
+                if let Ok(n) = name.to_str()
+                    && n != "."
+                    && n != ".."
+                {
+                    names.push(n.to_string());
+                }
+            }
+            Ok(names.into_iter().filter_map(|n| self.stat(&n).ok()).collect())
+        }
+    }
+
+    /// Removes the subdirectory `name` and everything under it, never following a link.
+    pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        let sub = match self.stat(name) {
+            Ok(e) if e.is_dir() => {
+                let c = cname(name)?;
+                open_dir_nofollow(self.raw(), &c, &self.path.join(name))?
+            }
+            Ok(_) => return self.remove(name),
+            Err(e) => return Err(e),
+        };
+        let sub = Dir { fd: sub, path: self.path.join(name) };
+        for e in sub.list()? {
+            if e.is_dir() { sub.remove_tree(&e.name)? } else { sub.remove(&e.name)? }
+        }
+        let c = cname(name)?;
+        // SAFETY: valid fd and C string.
+        cvt(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), libc::AT_REMOVEDIR) }).map(|_| ())
+    }
+
+    /// fsync of the directory itself (new, renamed and removed entries survive a crash).
+    pub fn sync(&self) -> io::Result<()> {
+        // SAFETY: valid fd.
+        cvt(unsafe { libc::fsync(self.raw()) }).map(|_| ())
     }
 }
 
@@ -428,5 +719,96 @@ mod tests {
         assert_eq!(format::split_journal(&j6).unwrap().1, vec![&b"6:0"[..]]);
         c.remove_journal(5).unwrap();
         assert_eq!(c.journal_files().unwrap(), vec![6]);
+    }
+
+    /// A victim outside the cache, and a link to it planted at `name` in the vault's directory.
+    fn plant(cache_dir: &Path, name: &str) -> (tempfile::TempDir, PathBuf) {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, cache_dir.join(name)).unwrap();
+        (outside, victim)
+    }
+
+    #[test]
+    fn planted_links_are_never_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path(), &[1; 16], 100).unwrap();
+        let dir = c.dir().to_path_buf();
+        // The names today's code wrote through, and the files themselves.
+        let mut victims = Vec::new();
+        for name in ["lease.tmp", "master-pin.tmp", "lease", "master-pin", "journal-0000000000000007"] {
+            victims.push(plant(&dir, name));
+        }
+        c.set_lease_id(&[7; 16]).unwrap();
+        assert_eq!(c.lease_id(), Some([7; 16]));
+        c.check_master_pin(&[8; 32], false).unwrap();
+        c.check_master_pin(&[8; 32], false).unwrap();
+        c.start_journal(7).unwrap();
+        c.journal_append(|_, _| b"batch".to_vec()).unwrap();
+        assert_eq!(format::split_journal(&c.read_journal(7).unwrap()).unwrap().1, vec![&b"batch"[..]]);
+        for (_keep, v) in &victims {
+            assert_eq!(fs::read(v).unwrap(), b"precious", "{} was written through a link", v.display());
+        }
+        for name in ["lease", "master-pin", "journal-0000000000000007"] {
+            assert!(!fs::symlink_metadata(dir.join(name)).unwrap().is_symlink(), "{name} still a link");
+        }
+        // A link at a staging pack's name is not read as the pack; a link in place of a journal
+        // is refused on read, and removing it removes the link only.
+        let (_keep, victim) = plant(&dir, "journal-0000000000000009");
+        assert!(c.read_journal(9).is_err());
+        c.remove_journal(9).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let id = [5u8; 16];
+        std::os::unix::fs::symlink(&victim, dir.join("staging").join(format::hex(&id))).unwrap();
+        assert!(c.read_staging(&id, 0, 4).is_err());
+        assert!(c.leftover_packs().unwrap().is_empty(), "a link is not a staged pack");
+        c.remove_staging(&id).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_link_in_place_of_a_cache_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), d.path().join(format::hex(&[2; 16]))).unwrap();
+        let e = Cache::open(d.path(), &[2; 16], 100).err().expect("a linked vault directory is refused").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        fs::create_dir(d.path().join(format::hex(&[3; 16]))).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), d.path().join(format::hex(&[3; 16])).join("staging")).unwrap();
+        assert!(Cache::open(d.path(), &[3; 16], 100).is_err());
+        let linked_root = d.path().join("root-link");
+        std::os::unix::fs::symlink(elsewhere.path(), &linked_root).unwrap();
+        assert!(Cache::open(&linked_root, &[4; 16], 100).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing was made through a link");
+    }
+
+    #[test]
+    fn the_cache_root_must_be_private() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        // Missing: made 0700.
+        let root = d.path().join("new/cache");
+        Cache::open(&root, &[1; 16], 100).unwrap();
+        assert_eq!(fs::metadata(&root).unwrap().mode() & 0o7777, 0o700);
+        // Writable by others: refused, naming the path and the fix.
+        let open = d.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Cache::open(&open, &[1; 16], 100).err().expect("mode 0777 is refused").to_string();
+        assert!(e.contains(&open.display().to_string()) && e.contains("0777") && e.contains("chmod 700"), "{e}");
+        // Readable by others only: tightened to 0700.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        Cache::open(&open, &[1; 16], 100).unwrap();
+        assert_eq!(fs::metadata(&open).unwrap().mode() & 0o7777, 0o700);
+        // Owned by someone else (as root, the tests can make one): refused.
+        if euid() == 0 {
+            let theirs = d.path().join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+            let e = Cache::open(&theirs, &[1; 16], 100).err().expect("another owner is refused").to_string();
+            assert!(e.contains("owned by uid 65534"), "{e}");
+        }
     }
 }

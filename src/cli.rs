@@ -170,6 +170,9 @@ pub enum Command {
         /// Replace files that already exist in DEST.
         #[arg(long)]
         overwrite: bool,
+        /// Keep setuid and setgid bits (cleared by default).
+        #[arg(long)]
+        keep_setid: bool,
     },
     /// List a directory of the vault.
     Ls {

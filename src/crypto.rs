@@ -47,19 +47,115 @@ pub fn init() {
     });
 }
 
-/// A 32-byte secret key. No Debug, no Clone; wiped (and unlocked) on drop.
-pub struct Secret32(Box<[u8; 32]>);
+/// Pages that hold keys and nothing else: each is `mmap`ed on its own, excluded from core dumps
+/// (`MADV_DONTDUMP`) and locked (`mlock`, where RLIMIT_MEMLOCK allows), and cut into 32-byte
+/// slots. A page stays locked and excluded for as long as any slot on it is in use, and is
+/// wiped and unmapped when its last key goes (on the heap, unlocking one key's page unlocked,
+/// and made dumpable, whatever else shared that page).
+mod keypages {
+    use std::sync::Mutex;
+
+    const PAGE: usize = 4096;
+    const SLOTS: usize = PAGE / 32;
+
+    struct Page {
+        base: usize,
+        used: u128,
+    }
+
+    static PAGES: Mutex<Vec<Page>> = Mutex::new(Vec::new());
+
+    fn protect(base: usize) {
+        // SAFETY: base is a page this module mapped; madvise and mlock only change its flags.
+        unsafe {
+            libc::madvise(base as *mut libc::c_void, PAGE, libc::MADV_DONTDUMP);
+            libc::mlock(base as *const libc::c_void, PAGE);
+        }
+    }
+
+    /// A zeroed 32-byte slot.
+    pub fn alloc() -> *mut [u8; 32] {
+        let mut pages = PAGES.lock().unwrap();
+        let page = match pages.iter_mut().position(|p| p.used != u128::MAX) {
+            Some(i) => &mut pages[i],
+            None => {
+                // SAFETY: an anonymous private mapping; checked below.
+                let base = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        PAGE,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                assert!(base != libc::MAP_FAILED, "cannot map a page for keys: {}", std::io::Error::last_os_error());
+                protect(base as usize);
+                pages.push(Page { base: base as usize, used: 0 });
+                pages.last_mut().expect("just pushed")
+            }
+        };
+        let slot = (!page.used).trailing_zeros() as usize;
+        debug_assert!(slot < SLOTS);
+        page.used |= 1 << slot;
+        (page.base + slot * 32) as *mut [u8; 32]
+    }
+
+    /// Wipes a slot and gives it back; the page goes when its last slot does.
+    pub fn free(p: *mut [u8; 32]) {
+        // SAFETY: p is a live slot from `alloc`.
+        unsafe { super::wipe(&mut *p) };
+        let addr = p as usize;
+        let mut pages = PAGES.lock().unwrap();
+        let i = pages.iter().position(|pg| addr >= pg.base && addr < pg.base + PAGE).expect("a key slot from alloc");
+        pages[i].used &= !(1 << ((addr - pages[i].base) / 32));
+        if pages[i].used == 0 {
+            let base = pages.swap_remove(i).base;
+            // SAFETY: the page is ours and no slot on it is in use.
+            unsafe {
+                libc::munlock(base as *const libc::c_void, PAGE);
+                libc::munmap(base as *mut libc::c_void, PAGE);
+            }
+        }
+    }
+
+    /// Locks every key page again (a forked child does not inherit memory locks).
+    pub fn relock() {
+        for p in PAGES.lock().unwrap().iter() {
+            protect(p.base);
+        }
+    }
+
+    /// The pages in use (tests).
+    #[cfg(test)]
+    pub fn pages() -> Vec<usize> {
+        PAGES.lock().unwrap().iter().map(|p| p.base).collect()
+    }
+}
+
+/// A 32-byte secret key in a locked page excluded from core dumps (`keypages`). No Debug, no
+/// Clone; wiped on drop.
+pub struct Secret32(std::ptr::NonNull<[u8; 32]>);
+
+// SAFETY: the slot is owned by this value alone, like a Box.
+unsafe impl Send for Secret32 {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for Secret32 {}
 
 impl Secret32 {
+    fn slot() -> Self {
+        init();
+        Secret32(std::ptr::NonNull::new(keypages::alloc()).expect("mmap never returns null here"))
+    }
+
     /// Moves key bytes into locked memory and wipes the caller's buffer.
     pub fn take(bytes: &mut [u8; 32]) -> Self {
-        init();
-        let mut b = Box::new([0u8; 32]);
-        // SAFETY: b points at 32 valid bytes owned by the box for its whole life.
-        unsafe { ffi::sodium_mlock(b.as_mut_ptr().cast(), 32) };
-        b.copy_from_slice(bytes);
+        let mut s = Self::slot();
+        // SAFETY: the slot is valid and owned by `s`.
+        unsafe { s.0.as_mut() }.copy_from_slice(bytes);
         wipe(bytes);
-        Secret32(b)
+        s
     }
 
     /// For constants in tests and known-answer vectors.
@@ -67,14 +163,12 @@ impl Secret32 {
         Self::take(&mut bytes)
     }
 
-    /// A second copy in its own locked box (explicit, unlike `Clone`; no copy on the stack).
+    /// A second copy in its own locked slot (explicit, unlike `Clone`; no copy on the stack).
     pub fn duplicate(&self) -> Self {
-        init();
-        let mut b = Box::new([0u8; 32]);
-        // SAFETY: b points at 32 valid bytes owned by the box for its whole life.
-        unsafe { ffi::sodium_mlock(b.as_mut_ptr().cast(), 32) };
-        b.copy_from_slice(&self.0[..]);
-        Secret32(b)
+        let mut s = Self::slot();
+        // SAFETY: both slots are valid; they are distinct.
+        unsafe { s.0.as_mut() }.copy_from_slice(self.expose());
+        s
     }
 
     pub fn random() -> Self {
@@ -84,21 +178,19 @@ impl Secret32 {
     }
 
     pub fn expose(&self) -> &[u8; 32] {
-        &self.0
+        // SAFETY: the slot is valid for the life of `self`.
+        unsafe { self.0.as_ref() }
     }
 
-    /// Locks the key's page again: a forked child does not inherit its parent's memory locks.
+    /// Locks the key pages again: a forked child does not inherit its parent's memory locks.
     pub fn relock(&mut self) {
-        // SAFETY: 32 valid bytes owned by the box.
-        unsafe { ffi::sodium_mlock(self.0.as_mut_ptr().cast(), 32) };
+        keypages::relock();
     }
 }
 
 impl Drop for Secret32 {
     fn drop(&mut self) {
-        // SAFETY: 32 valid bytes; munlock also zeroes them.
-        unsafe { ffi::sodium_munlock(self.0.as_mut_ptr().cast(), 32) };
-        wipe(&mut self.0[..]);
+        keypages::free(self.0.as_ptr());
     }
 }
 
@@ -434,5 +526,43 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
+    }
+
+    /// The VmFlags of the mapping holding `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((a, b)) = range.split_once('-')
+                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = addr >= a && addr < b;
+            } else if inside && let Some(f) = line.strip_prefix("VmFlags:") {
+                return f.to_string();
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn keys_stay_locked_and_out_of_dumps_while_any_key_uses_their_page() {
+        let a = key(1);
+        let b = key(2);
+        let (pa, pb) = (a.expose().as_ptr() as usize, b.expose().as_ptr() as usize);
+        // Usually the same page (keys made one after another share one).
+        let _ = pa;
+        drop(a);
+        // Today's heap keys: dropping one unlocked the page and made it dumpable again.
+        let flags = vm_flags(pb);
+        assert!(flags.contains(" dd"), "key page dumpable after another key was dropped: {flags}");
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(flags.contains(" lo"), "key page unlocked after another key was dropped: {flags}");
+        }
+        assert_eq!(b.expose(), &[2; 32]);
+        let d = b.duplicate();
+        drop(b);
+        assert_eq!(d.expose(), &[2; 32]);
+        assert!(super::keypages::pages().iter().any(|p| pb & !4095 == *p || d.expose().as_ptr() as usize & !4095 == *p));
     }
 }

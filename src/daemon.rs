@@ -149,6 +149,7 @@ pub fn forbid_core_dumps() {
 
 /// The `mount` command. Returns the process exit code.
 pub fn mount(mut cfg: MountConfig) -> i32 {
+    forbid_core_dumps();
     let mountpoint = match crate::config::canonical_mountpoint(&cfg.mountpoint) {
         Ok(m) => m,
         Err(e) => return fail_early(&e),
@@ -432,14 +433,7 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
 
 
 fn bind_control(mountpoint: &Path) -> Result<UnixListener, String> {
-    let path = control::socket_path(mountpoint);
-    let dir = path.parent().expect("socket has a directory");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        return Err(format!("another pgcryptfs daemon already serves {}", mountpoint.display()));
-    }
-    let _ = std::fs::remove_file(&path);
-    UnixListener::bind(&path).map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))
+    control::bind(mountpoint)
 }
 
 fn control_loop(shared: Arc<Shared>, listener: UnixListener) {
@@ -703,6 +697,16 @@ pub fn status_command(mountpoint: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_core_dumps() {
+        forbid_core_dumps();
+        // SAFETY: plain queries.
+        let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        let mut lim = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+        unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) };
+        assert_eq!((dumpable, lim.rlim_cur, lim.rlim_max), (0, 0, 0));
+    }
 
     #[test]
     fn mountinfo_unescape() {

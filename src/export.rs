@@ -67,8 +67,24 @@ fn timespec(t: &Time) -> libc::timespec {
     libc::timespec { tv_sec: t.secs as libc::time_t, tv_nsec: t.nanos as libc::c_long }
 }
 
+/// What `export` may do beyond writing the tree.
+#[derive(Default, Clone, Copy)]
+pub struct ExportOptions {
+    /// Replace files that already exist in DEST.
+    pub overwrite: bool,
+    /// Keep the setuid and setgid bits (by default they are cleared: an export made as root
+    /// must not leave setuid-root programs from an untrusted store on the disk).
+    pub keep_setid: bool,
+}
+
+/// The mode an exported entry gets: the recorded one, without setuid/setgid unless kept.
+fn export_mode(a: &Attr, keep_setid: bool) -> u32 {
+    let mode = a.mode & 0o7777;
+    if keep_setid { mode } else { mode & !0o6000 }
+}
+
 /// Sets owner (as root), mode (not for symlinks) and times of `p`, without following symlinks.
-fn set_meta(p: &Path, a: &Attr) -> Result<(), String> {
+fn set_meta(p: &Path, a: &Attr, keep_setid: bool) -> Result<(), String> {
     let c = cstr(p)?;
     let err = |what: &str| format!("{what} {}: {}", p.display(), std::io::Error::last_os_error());
     // SAFETY: c is a valid C string; the calls do not keep pointers.
@@ -76,7 +92,8 @@ fn set_meta(p: &Path, a: &Attr) -> Result<(), String> {
         if libc::geteuid() == 0 && libc::lchown(c.as_ptr(), a.uid, a.gid) != 0 {
             return Err(err("chown"));
         }
-        if a.kind != Kind::Symlink && libc::chmod(c.as_ptr(), a.mode & 0o7777) != 0 {
+        // After the chown (which clears setid bits itself), so the final mode is exactly this.
+        if a.kind != Kind::Symlink && libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), export_mode(a, keep_setid), 0) != 0 {
             return Err(err("chmod"));
         }
         let times = [timespec(&a.atime), timespec(&a.mtime)];
@@ -123,9 +140,34 @@ pub fn stream_file(
     Ok(())
 }
 
+/// `export` as the CLI runs it: failures on stderr, the summary on stdout; exit 1 if any entry
+/// failed.
+pub fn run(t: &offline::Target, path: &str, dest: &Path, opts: ExportOptions) -> i32 {
+    let report = offline::open_read_only(t).and_then(|vault| export_with(&vault, path, dest, opts));
+    match report {
+        Err(e) => {
+            eprintln!("pgcryptfs: {e}");
+            1
+        }
+        Ok(report) => {
+            for (p, e) in &report.failures {
+                eprintln!("pgcryptfs: export: {p}: {e}");
+            }
+            println!("{}", report.summary(dest));
+            i32::from(!report.failures.is_empty())
+        }
+    }
+}
+
 /// Writes the tree under `path` ("" for all) into the directory `dest` (created if missing).
-/// Existing files are refused unless `overwrite`.
+/// Existing files are refused unless `overwrite`; setuid/setgid bits are cleared.
 pub fn export(vault: &Vault, path: &str, dest: &Path, overwrite: bool) -> Result<ExportReport, String> {
+    export_with(vault, path, dest, ExportOptions { overwrite, keep_setid: false })
+}
+
+/// `export` with all its options.
+pub fn export_with(vault: &Vault, path: &str, dest: &Path, opts: ExportOptions) -> Result<ExportReport, String> {
+    let overwrite = opts.overwrite;
     let items: Vec<Item> = {
         let cat = vault.catalog();
         let start = offline::resolve(&cat, path)?;
@@ -177,14 +219,14 @@ pub fn export(vault: &Vault, path: &str, dest: &Path, overwrite: bool) -> Result
                 })
             }
             Kind::File => replace_check(&to, overwrite).and_then(|_| {
-                export_file(vault, it, &to, &mut progress)?;
+                export_file(vault, it, &to, &mut progress, opts.keep_setid)?;
                 report.files += 1;
                 report.bytes += it.attr.size;
                 Ok(())
             }),
             Kind::Symlink => replace_check(&to, overwrite).and_then(|_| {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&it.target), &to).map_err(|e| format!("cannot create symlink: {e}"))?;
-                set_meta(&to, &it.attr)?;
+                set_meta(&to, &it.attr, opts.keep_setid)?;
                 report.symlinks += 1;
                 Ok(())
             }),
@@ -194,7 +236,17 @@ pub fn export(vault: &Vault, path: &str, dest: &Path, overwrite: bool) -> Result
                 if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
                     return Err(format!("cannot create FIFO: {}", std::io::Error::last_os_error()));
                 }
-                set_meta(&to, &it.attr)
+                set_meta(&to, &it.attr, opts.keep_setid)
+            }),
+            Kind::CharDev | Kind::BlockDev => replace_check(&to, overwrite).and_then(|_| {
+                let c = cstr(&to)?;
+                let (major, minor) = crate::format::rdev_split(crate::format::rdev_of(&it.target).unwrap_or(0));
+                let kind = if it.attr.kind == Kind::CharDev { libc::S_IFCHR } else { libc::S_IFBLK };
+                // SAFETY: c is a valid C string.
+                if unsafe { libc::mknod(c.as_ptr(), kind | 0o600, libc::makedev(major, minor)) } != 0 {
+                    return Err(format!("cannot create device node: {}", std::io::Error::last_os_error()));
+                }
+                set_meta(&to, &it.attr, opts.keep_setid)
             }),
             Kind::Socket => {
                 report.skipped.push(shown.clone());
@@ -212,7 +264,7 @@ pub fn export(vault: &Vault, path: &str, dest: &Path, overwrite: bool) -> Result
     }
     // Directory modes and times last, deepest first (writing into them changed their times).
     for (to, attr) in dirs.iter().rev() {
-        if let Err(e) = set_meta(to, attr) {
+        if let Err(e) = set_meta(to, attr, opts.keep_setid) {
             report.failures.push((to.display().to_string(), e));
         }
     }
@@ -229,15 +281,15 @@ fn replace_check(to: &Path, overwrite: bool) -> Result<(), String> {
     }
 }
 
-/// Writes one file next to its final name and renames it into place only once every chunk
-/// authenticated and the data is on disk.
-fn export_file(vault: &Vault, it: &Item, to: &Path, progress: &mut Progress) -> Result<(), String> {
-    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let partial = to.with_file_name(format!(".{name}.pgcryptfs-partial"));
-    let _ = fs::remove_file(&partial);
+/// Writes one file next to its final name, under a short random temporary name (any name up
+/// to NAME_MAX fits, and nothing there is followed or replaced), and renames it into place only
+/// once every chunk authenticated and the data is on disk.
+fn export_file(vault: &Vault, it: &Item, to: &Path, progress: &mut Progress, keep_setid: bool) -> Result<(), String> {
+    let partial = to.with_file_name(format!(".pgcryptfs-partial-{}", crate::format::hex(&crate::crypto::random_id()[..8])));
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
@@ -246,7 +298,7 @@ fn export_file(vault: &Vault, it: &Item, to: &Path, progress: &mut Progress) -> 
         f.write_all_at(bytes, at)
     })
     .and_then(|_| f.set_len(it.attr.size).and_then(|_| f.sync_all()).map_err(|e| format!("writing: {e}")))
-    .and_then(|_| set_meta(&partial, &it.attr))
+    .and_then(|_| set_meta(&partial, &it.attr, keep_setid))
     .and_then(|_| fs::rename(&partial, to).map_err(|e| format!("cannot rename into place: {e}")));
     if written.is_err() {
         let _ = fs::remove_file(&partial);
@@ -279,6 +331,8 @@ pub fn ls(vault: &Vault, path: &str, long: bool) -> Result<String, String> {
             Kind::Symlink => 'l',
             Kind::Fifo => 'p',
             Kind::Socket => 's',
+            Kind::CharDev => 'c',
+            Kind::BlockDev => 'b',
             Kind::File => '-',
         };
         let mut mode = String::new();
@@ -330,5 +384,3 @@ mod tests {
         assert_eq!(super::minutes(1_795_378_855), "2026-11-22 20:20");
     }
 }
-            Kind::CharDev => 'c',
-            Kind::BlockDev => 'b',

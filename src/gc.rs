@@ -12,7 +12,6 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::catalog::Catalog;
-use crate::crypto;
 use crate::format::{self, ChunkRef, Id, Kind};
 use crate::fs::Fs;
 use crate::offline::{self, Progress};
@@ -32,6 +31,8 @@ pub struct GcReport {
     pub rewritten_packs: usize,
     pub copied_bytes: u64,
     pub bytes_after: u64,
+    /// Packs left alone because a live chunk in them did not authenticate (with the reason).
+    pub damaged: Vec<(Id, String)>,
 }
 
 impl GcReport {
@@ -102,23 +103,32 @@ pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, St
 
     let mut progress = Progress::new("gc copied", r.copied_bytes);
     let mut since_commit = 0u64;
+    let mut copied: Vec<Id> = Vec::new();
     for pack in &rewrite {
         let bytes = vault.store().get(&format::pack_name(pack)).map_err(|e| format!("reading pack {}: {e}", format::hex(pack)))?;
         let mut chunks = live[pack].clone();
         chunks.sort_by_key(|(_, _, c)| c.offset);
+        // Every live chunk must authenticate (tag and AEAD, as a read would) before any of the
+        // pack is copied: a damaged chunk copied on would be carried into the new pack and the
+        // original, the only evidence, deleted. Such a pack is left as it is and reported.
+        let file_ids: HashMap<u64, Id> = {
+            let cat = vault.catalog();
+            chunks.iter().filter_map(|(ino, _, _)| Some((*ino, cat.get(*ino).ok()?.file_id))).collect()
+        };
+        let check = chunks.iter().try_for_each(|(ino, index, c)| {
+            let sealed = bytes
+                .get(c.offset as usize..(c.offset + c.len as u64) as usize)
+                .ok_or_else(|| format!("offset {}: the pack is shorter than its chunk", c.offset))?;
+            let file_id = file_ids.get(ino).ok_or_else(|| format!("inode {ino} is gone"))?;
+            vault.authenticate(file_id, *index, c, sealed).map_err(|e| e.to_string())
+        });
+        if let Err(e) = check {
+            log::error!("gc: pack {} is damaged, left as it is: {e}", format::hex(pack));
+            r.damaged.push((*pack, e));
+            continue;
+        }
         for (ino, index, c) in chunks {
-            let end = (c.offset + c.len as u64) as usize;
-            let sealed = bytes.get(c.offset as usize..end).ok_or_else(|| {
-                format!("pack {} is shorter than its chunk at {}; run pgcryptfs verify", format::hex(pack), c.offset)
-            })?;
-            // Never copy ciphertext the metadata does not vouch for (the copy would carry it on).
-            if !crypto::ct_eq(&sealed[sealed.len() - format::TAG_LEN..], &c.tag) {
-                return Err(format!(
-                    "pack {} offset {}: the chunk is not the one the metadata records; run pgcryptfs verify",
-                    format::hex(pack),
-                    c.offset
-                ));
-            }
+            let sealed = &bytes[c.offset as usize..(c.offset + c.len as u64) as usize];
             let (new_pack, offset) = vault.append_sealed(sealed).map_err(|e| e.to_string())?;
             vault
                 .catalog()
@@ -127,6 +137,7 @@ pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, St
             since_commit += c.len as u64;
             progress.add(c.len as u64);
         }
+        copied.push(*pack);
         if since_commit >= COMMIT_EVERY {
             vault.commit().map_err(|e| format!("committing the copies: {e}"))?;
             since_commit = 0;
@@ -139,7 +150,7 @@ pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, St
 
     // Delete what the stored metadata no longer refers to.
     let still_live: HashSet<Id> = vault.catalog().referenced_packs().into_keys().collect();
-    for pack in dead.iter().chain(&rewrite) {
+    for pack in dead.iter().chain(&copied) {
         if still_live.contains(pack) {
             return Err(format!("pack {} is still referenced after the commit; nothing more deleted", format::hex(pack)));
         }
@@ -147,6 +158,16 @@ pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, St
     }
     let after = offline::pack_sizes(vault)?;
     r.bytes_after = after.values().sum();
+    if !r.damaged.is_empty() {
+        let list: Vec<String> = r.damaged.iter().map(|(p, e)| format!("pack {}: {e}", format::hex(p))).collect();
+        return Err(format!(
+            "{}; but {} packs hold chunks that do not authenticate and were left as they are (nothing of them copied \
+             or deleted; run pgcryptfs verify): {}",
+            r.summary(false),
+            r.damaged.len(),
+            list.join("; ")
+        ));
+    }
     Ok(r)
 }
 

@@ -78,11 +78,7 @@ pub fn init(target: &LogTarget, level: Option<&str>, mountpoint: &str) -> Result
                 if let Some(dir) = path.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+                let f = open_log_file(path)?;
                 b.target(env_logger::Target::Pipe(Box::new(f)));
             }
         }
@@ -93,6 +89,32 @@ pub fn init(target: &LogTarget, level: Option<&str>, mountpoint: &str) -> Result
         log::error!("panic in thread {:?}: {info}", std::thread::current().name().unwrap_or("?"));
     }));
     Ok(())
+}
+
+/// Opens the daemon's log for appending. Log lines name files, so the log is private: made
+/// 0600, an existing one tightened to 0600; a symbolic link or anything but a regular file
+/// there is refused (the daemon runs as root and must not append to whatever a link names).
+pub fn open_log_file(path: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("log file {} is a symbolic link: refused", path.display()),
+            _ => format!("cannot open log file {}: {e}", path.display()),
+        })?;
+    let m = f.metadata().map_err(|e| format!("log file {}: {e}", path.display()))?;
+    if !m.is_file() {
+        return Err(format!("log file {} is not a regular file: refused", path.display()));
+    }
+    if m.mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make log file {} private (chmod 600): {e}", path.display()))?;
+    }
+    Ok(f)
 }
 
 /// Logging for the commands that are not a mount: warnings, errors and audit lines to stderr
@@ -137,5 +159,21 @@ mod tests {
         let mut buf = [0u8; 128];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"<30>pgcryptfs[1]: /mnt: hello");
+    }
+
+    #[test]
+    fn the_log_file_is_private_and_never_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        open_log_file(&log).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_log_file(&log).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"x").unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("link")).unwrap();
+        assert!(open_log_file(&d.path().join("link")).unwrap_err().contains("symbolic link"));
     }
 }

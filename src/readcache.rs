@@ -12,15 +12,16 @@
 //! deletion never races with the rewrite of the same block.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::cache::Dir;
 use crate::format::{self, Id};
 use crate::store::{self, Store, StoreError};
 
@@ -50,7 +51,8 @@ pub struct ReadCacheStats {
 }
 
 struct Inner {
-    dir: PathBuf,
+    /// Opened without following links; every block is reached relative to it.
+    dir: Dir,
     store: Arc<dyn Store>,
     budget: AtomicU64,
     state: Mutex<State>,
@@ -62,13 +64,14 @@ struct Inner {
 
 /// A private directory of a read-only mount: locked while in use, removed when dropped.
 struct PrivateDir {
-    dir: PathBuf,
+    parent: Dir,
+    name: String,
     _lock: File,
 }
 
 impl Drop for PrivateDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        let _ = self.parent.remove_tree(&self.name);
     }
 }
 
@@ -98,19 +101,17 @@ impl ReadCache {
     /// Opens the persistent clean cache of a writable mount in `dir` (the caller holds the
     /// vault's cache lock), keeping the blocks a previous mount left, oldest evicted first.
     pub fn open(dir: PathBuf, store: Arc<dyn Store>, budget: u64, readahead: u64) -> io::Result<Self> {
-        fs::create_dir_all(&dir)?;
+        let dir = Dir::private(&dir)?;
         let mut found = Vec::new();
-        for e in fs::read_dir(&dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let meta = e.metadata()?;
-            match parse_block_name(&name) {
-                Some(key) if meta.len() > 0 && meta.len() <= BLOCK => {
-                    found.push((meta.modified().ok(), key, meta.len()));
+        for e in dir.list()? {
+            match parse_block_name(&e.name).filter(|k| block_name(k) == e.name) {
+                Some(key) if e.is_file() && e.len > 0 && e.len <= BLOCK => found.push((e.mtime, key, e.len)),
+                // Temporaries of a crashed mount and anything else that is not a block (a link
+                // is removed itself, never followed; directories are left alone).
+                _ if !e.is_dir() => {
+                    let _ = dir.remove(&e.name);
                 }
-                // Temporaries of a crashed mount and anything else that is not a block.
-                _ => {
-                    let _ = fs::remove_file(e.path());
-                }
+                _ => {}
             }
         }
         found.sort_by_key(|f| f.0);
@@ -130,35 +131,38 @@ impl ReadCache {
     /// own (several read-only mounts may share a cache root); directories left by read-only
     /// mounts that are gone are removed.
     pub fn open_private(parent: &Path, store: Arc<dyn Store>, budget: u64, readahead: u64) -> io::Result<Self> {
-        fs::create_dir_all(parent)?;
-        for e in fs::read_dir(parent)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        // The cache root and the vault's directory under it are checked like a writer's.
+        let root = Dir::private(parent.parent().unwrap_or(Path::new("/")))?;
+        let vault_dir = parent.file_name().and_then(|n| n.to_str()).ok_or_else(|| io::Error::other("bad cache path"))?;
+        let parent = root.sub(vault_dir)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        for e in parent.list()? {
             // A `.ro-` directory is one being set up: left alone unless a minute old (its maker died).
-            let young = || e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() < 60));
-            if !(name.starts_with("ro-") || (name.starts_with(".ro-") && !young())) {
+            let young = (now - e.mtime).abs() < 60;
+            if !(e.name.starts_with("ro-") || (e.name.starts_with(".ro-") && !young)) {
                 continue;
             }
-            let stale = File::open(e.path().join("lock")).map(|f| try_lock(&f)).unwrap_or(true);
+            let stale = parent.sub(&e.name).and_then(|d| d.open_read("lock")).map(|f| try_lock(&f)).unwrap_or(true);
             if stale {
-                let _ = fs::remove_dir_all(e.path());
+                let _ = parent.remove_tree(&e.name);
             }
         }
         // Made and locked under a name the clean-up above ignores, then renamed into place, so
         // another read-only mount starting now never sees it unlocked.
         let name = format!("ro-{}-{}", std::process::id(), format::hex(&crate::crypto::random_id()[..4]));
-        let staging = parent.join(format!(".{name}"));
-        fs::create_dir(&staging)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(staging.join("lock"))?;
+        let staging = format!(".{name}");
+        let dir = parent.sub(&staging)?;
+        let lock = dir.open_or_create("lock")?;
         if !try_lock(&lock) {
-            return Err(io::Error::other(format!("cannot lock {}", staging.display())));
+            return Err(io::Error::other(format!("cannot lock {}", dir.path().display())));
         }
-        let dir = parent.join(name);
-        fs::rename(&staging, &dir)?;
-        let private = PrivateDir { dir: dir.clone(), _lock: lock };
+        parent.rename(&staging, &name)?;
+        let dir = dir.with_path(parent.path().join(&name));
+        let private = PrivateDir { parent, name, _lock: lock };
         Ok(Self::start(dir, store, budget, readahead, Some(private)))
     }
 
-    fn start(dir: PathBuf, store: Arc<dyn Store>, budget: u64, readahead: u64, private: Option<PrivateDir>) -> Self {
+    fn start(dir: Dir, store: Arc<dyn Store>, budget: u64, readahead: u64, private: Option<PrivateDir>) -> Self {
         let inner = Arc::new(Inner {
             dir,
             store,
@@ -204,7 +208,7 @@ impl ReadCache {
     pub fn close(&self) {
         self.inner.closed.store(true, Relaxed);
         if let Some(p) = &self._private {
-            let _ = fs::remove_dir_all(&p.dir);
+            let _ = p.parent.remove_tree(&p.name);
         }
     }
 
@@ -328,8 +332,9 @@ enum Acquired {
 }
 
 impl Inner {
+    #[cfg(test)]
     fn path(&self, key: &Key) -> PathBuf {
-        self.dir.join(block_name(key))
+        self.dir.path().join(block_name(key))
     }
 
     /// Waits out a fetch of block `b` by another reader; then reports a hit, or claims the
@@ -426,18 +431,15 @@ impl Inner {
 
     fn write_block(&self, key: &Key, data: &[u8]) -> bool {
         // The cache directory is untrusted: never write through a planted symlink.
-        let tmp = self.dir.join(format!(".tmp-{}-{}", block_name(key), format::hex(&crate::crypto::random_id()[..4])));
-        let r = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
+        let tmp = Dir::temp_name(&block_name(key));
+        let r = self
+            .dir
+            .create_new(&tmp, false)
             .and_then(|mut f| std::io::Write::write_all(&mut f, data))
-            .and_then(|_| fs::rename(&tmp, self.path(key)));
+            .and_then(|_| self.dir.rename(&tmp, &block_name(key)));
         if let Err(e) = r {
-            log::warn!("clean cache: cannot keep {} in {}: {e}", block_name(key), self.dir.display());
-            let _ = fs::remove_file(&tmp);
+            log::warn!("clean cache: cannot keep {} in {}: {e}", block_name(key), self.dir.path().display());
+            let _ = self.dir.remove(&tmp);
             return false;
         }
         true
@@ -445,11 +447,7 @@ impl Inner {
 
     /// Copies bytes of a cached block; false (and the block dropped) if it cannot be read.
     fn read_block(&self, key: &Key, within: u64, dst: &mut [u8]) -> bool {
-        let ok = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(key))
-            .and_then(|f| f.read_exact_at(dst, within));
+        let ok = self.dir.open_read(&block_name(key)).and_then(|f| f.read_exact_at(dst, within));
         match ok {
             Ok(()) => true,
             Err(e) => {
@@ -464,7 +462,7 @@ impl Inner {
     fn remove(&self, st: &mut State, key: &Key) {
         if let Some(len) = st.lru.pop(key) {
             st.bytes -= len;
-            let _ = fs::remove_file(self.path(key));
+            let _ = self.dir.remove(&block_name(key));
         }
     }
 
@@ -472,7 +470,7 @@ impl Inner {
         while st.bytes > budget {
             let Some((key, len)) = st.lru.pop_lru() else { break };
             st.bytes -= len;
-            let _ = fs::remove_file(self.path(&key));
+            let _ = self.dir.remove(&block_name(&key));
             log::debug!("clean cache: evicted {}", block_name(&key));
             self.stats.evicted_blocks.fetch_add(1, Relaxed);
         }
@@ -483,6 +481,7 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::store::MemStore;
+    use std::fs;
 
     fn pack_of(store: &MemStore, id: &Id, len: usize) -> Vec<u8> {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 65536) as u8).collect();
@@ -562,19 +561,56 @@ mod tests {
 
     #[test]
     fn private_directories_go_with_their_mount() {
-        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // The vault's directory under a cache root (both checked as private).
+        let dir = root.path().join("vault");
         let store = Arc::new(MemStore::new());
-        let a = ReadCache::open_private(dir.path(), store.clone(), BLOCK, 0).unwrap();
-        let b = ReadCache::open_private(dir.path(), store.clone(), BLOCK, 0).unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "a live read-only mount's directory stays");
-        let a_dir = a.inner.dir.clone();
+        let a = ReadCache::open_private(dir.as_path(), store.clone(), BLOCK, 0).unwrap();
+        let b = ReadCache::open_private(dir.as_path(), store.clone(), BLOCK, 0).unwrap();
+        assert_eq!(fs::read_dir(dir.as_path()).unwrap().count(), 2, "a live read-only mount's directory stays");
+        let a_dir = a.inner.dir.path().to_path_buf();
         drop(a);
         assert!(!a_dir.exists());
         // A directory whose owner died (no lock held) is removed by the next one.
-        fs::create_dir(dir.path().join("ro-1-dead")).unwrap();
-        fs::write(dir.path().join("ro-1-dead/lock"), b"").unwrap();
-        let _c = ReadCache::open_private(dir.path(), store, BLOCK, 0).unwrap();
-        assert!(!dir.path().join("ro-1-dead").exists());
+        fs::create_dir(dir.as_path().join("ro-1-dead")).unwrap();
+        fs::write(dir.as_path().join("ro-1-dead/lock"), b"").unwrap();
+        let _c = ReadCache::open_private(dir.as_path(), store, BLOCK, 0).unwrap();
+        assert!(!dir.as_path().join("ro-1-dead").exists());
         drop(b);
+    }
+
+    #[test]
+    fn planted_links_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let store = Arc::new(MemStore::new());
+        let id = [4u8; 16];
+        let data = pack_of(&store, &id, 2 * BLOCK as usize);
+        let clean = dir.path().join("clean");
+        fs::create_dir(&clean).unwrap();
+        // Links at a block's name and at names the start-up clean-up deletes.
+        std::os::unix::fs::symlink(&victim, clean.join(block_name(&(id, 0)))).unwrap();
+        std::os::unix::fs::symlink(outside.path(), clean.join("junk")).unwrap();
+        let rc = ReadCache::open(clean.clone(), store.clone(), 64 * BLOCK, 0).unwrap();
+        assert_eq!(rc.read(&id, 0, 100).unwrap(), &data[..100]);
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!fs::symlink_metadata(clean.join(block_name(&(id, 0)))).unwrap().is_symlink());
+        // A link swapped in for a kept block is refused on read (and the read still succeeds).
+        fs::remove_file(clean.join(block_name(&(id, 0)))).unwrap();
+        std::os::unix::fs::symlink(&victim, clean.join(block_name(&(id, 0)))).unwrap();
+        assert_eq!(rc.read(&id, 0, 100).unwrap(), &data[..100]);
+        drop(rc);
+        // `clean` itself a link (to a directory full of files): refused, nothing there removed.
+        fs::remove_dir_all(&clean).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &clean).unwrap();
+        assert!(ReadCache::open(clean.clone(), store.clone(), BLOCK, 0).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // A read-only mount's vault directory as a link: refused.
+        let linked = dir.path().join("vault-link");
+        std::os::unix::fs::symlink(outside.path(), &linked).unwrap();
+        assert!(ReadCache::open_private(&linked, store, BLOCK, 0).is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1, "nothing made or removed through a link");
     }
 }

@@ -335,8 +335,11 @@ fn finish(store: &dyn Store, header: &VaultHeader, slot: &Slot, new: &VaultKeys,
     let name = format::slot_name(&slot.slot_id);
     store.put(&name, &slot.encode())?;
     let mut removed = Vec::new();
+    // Only names that parse as this format's own ids (and are spelt as it spells them) are
+    // deleted: anything else under a prefix is not ours to remove.
     for (other, _) in store.list(format::KEYS_PREFIX)? {
-        if other != name {
+        let ours = other.strip_prefix(format::KEYS_PREFIX).and_then(format::parse_hex_id).is_some_and(|id| format::slot_name(&id) == other);
+        if ours && other != name {
             delete(store, &other)?;
             removed.push(other);
         }
@@ -345,13 +348,13 @@ fn finish(store: &dyn Store, header: &VaultHeader, slot: &Slot, new: &VaultKeys,
     let keep: HashSet<Id> =
         records.iter().filter_map(|r| if let Record::Chunk { chunk, .. } = r { Some(chunk.pack) } else { None }).collect();
     for (p, _) in store.list(format::PACKS_PREFIX)? {
-        let id = format::parse_pack_name(&p);
-        if id.is_none_or(|id| !keep.contains(&id)) {
+        let id = format::parse_pack_name(&p).filter(|id| format::pack_name(id) == p);
+        if id.is_some_and(|id| !keep.contains(&id)) {
             delete(store, &p)?;
         }
     }
     for (m, _) in store.list(format::META_PREFIX)? {
-        if format::parse_segment_name(&m).is_some_and(|s| s < seq) {
+        if format::parse_segment_name(&m).is_some_and(|s| s < seq && format::segment_name(s) == m) {
             delete(store, &m)?;
         }
     }
@@ -434,6 +437,29 @@ mod tests {
         assert!(!crypto::ct_eq(new_master.expose(), old_master.expose()));
         assert_eq!(store.list(format::META_PREFIX).unwrap().len(), 1, "only the new checkpoint is left");
         assert!(open(&store).is_ok());
+    }
+
+    /// Objects under `keys/`, `packs/` and `meta/` whose names are not this format's own ids
+    /// (another tool's files, names spelt differently) are never deleted by a rekey.
+    #[test]
+    fn only_own_names_are_deleted() {
+        let store = Arc::new(MemStore::new());
+        vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+        let id = [0xabu8; 16];
+        let foreign = [
+            "packs/README".to_string(),
+            format!("packs/{}", format::hex(&id).to_uppercase()),
+            "meta/+000000000000000".to_string(),
+            "meta/00000000000000000".to_string(),
+            format!("keys/{}", format::hex(&id).to_uppercase()),
+        ];
+        for f in &foreign {
+            store.put(f, b"not pgcryptfs").unwrap();
+        }
+        rekey(&store, &unlock(), &RekeyOptions::default()).ok().unwrap();
+        for f in &foreign {
+            assert_eq!(store.get(f).ok().as_deref(), Some(&b"not pgcryptfs"[..]), "{f} was deleted");
+        }
     }
 
     /// A `rekey/slot` planted by someone without the master key (e.g. with an OpenPGP slot's

@@ -64,8 +64,22 @@ fn read_secret(r: &mut impl std::io::Read, line: bool) -> std::io::Result<Secret
     Ok(buf)
 }
 
+/// The only variables a key command inherits: enough to find programs and run them in the
+/// user's locale. Never the store's credentials (AWS_*, AZURE_*, GOOGLE_*, ...), a key or
+/// passphrase variable, or anything else of this process's environment; a command that needs
+/// more sets it itself (e.g. `VAULT_ADDR=… vault kv get …`).
+const COMMAND_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR"];
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn run_command(cmd: &str) -> Result<SecretBytes, KeyError> {
-    let mut child = Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command.env_clear().env("PATH", DEFAULT_PATH);
+    for var in COMMAND_ENV {
+        if let Some(v) = std::env::var_os(var) {
+            command.env(var, v);
+        }
+    }
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
@@ -104,9 +118,59 @@ fn read_env(var: &str) -> Result<SecretBytes, KeyError> {
 }
 
 pub(super) fn read_file(p: &std::path::Path, what: &str) -> Result<SecretBytes, KeyError> {
-    std::fs::File::open(p)
-        .and_then(|mut f| read_secret(&mut f, false))
-        .map_err(|e| KeyError::Source(format!("cannot read {what} {}: {e}", p.display())))
+    let cannot = |e: std::io::Error| KeyError::Source(format!("cannot read {what} {}: {e}", p.display()));
+    let mut f = std::fs::File::open(p).map_err(cannot)?;
+    check_private_file(&f, p, what)?;
+    read_secret(&mut f, false).map_err(cannot)
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// True if some directory on the way to `p` lets no one but its owner (this user or root) in:
+/// then the file's own group and other bits give nobody access.
+fn enclosed(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(abs) = std::path::absolute(p) else { return false };
+    let Some(parent) = abs.parent().and_then(|d| std::fs::canonicalize(d).ok()) else { return false };
+    parent.ancestors().any(|d| {
+        std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o011 == 0 && (m.uid() == 0 || m.uid() == euid()))
+    })
+}
+
+/// Checks a secret file (key, passphrase, OpenPGP secret key) as ssh checks a private key:
+/// refused if another user could replace it (owned by someone other than this user or root, or
+/// writable by group or others); a warning (`chmod 600`) if group or others may read it, unless
+/// a directory on its path already shuts everyone else out.
+fn check_private_file(f: &std::fs::File, p: &std::path::Path, what: &str) -> Result<(), KeyError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().map_err(|e| KeyError::Source(format!("cannot read {what} {}: {e}", p.display())))?;
+    let mode = m.mode() & 0o7777;
+    if m.uid() != 0 && m.uid() != euid() {
+        return Err(KeyError::Source(format!(
+            "{what} {} is owned by uid {}, not by uid {} or root: refused (another user could replace it)",
+            p.display(),
+            m.uid(),
+            euid()
+        )));
+    }
+    if mode & 0o022 != 0 {
+        return Err(KeyError::Source(format!(
+            "{what} {} is writable by group or others (mode {mode:04o}): refused; run chmod 600 {}",
+            p.display(),
+            p.display()
+        )));
+    }
+    if mode & 0o077 != 0 && !enclosed(p) {
+        eprintln!(
+            "pgcryptfs: warning: {what} {} is readable by group or others (mode {mode:04o}); run chmod 600 {}",
+            p.display(),
+            p.display()
+        );
+    }
+    Ok(())
 }
 
 impl KeySource {
@@ -298,5 +362,51 @@ mod tests {
         std::fs::write(&f, "\n").unwrap();
         let e = SecretSource::File(f.clone()).read("passphrase").err().unwrap().to_string();
         assert_eq!(e, format!("the passphrase file {} is empty", f.display()));
+    }
+
+    #[test]
+    fn secret_files_others_can_change_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        mode(dir.path(), 0o755);
+        let f = dir.path().join("k");
+        std::fs::write(&f, "x".repeat(32)).unwrap();
+        for m in [0o666, 0o620, 0o602] {
+            mode(&f, m);
+            let e = load_user_key(&KeySource::File(f.clone()), KeyTransform::None).err().unwrap().to_string();
+            assert!(e.contains("writable by group or others") && e.contains(&format!("chmod 600 {}", f.display())), "{e}");
+            let e = SecretSource::File(f.clone()).read("passphrase").err().unwrap().to_string();
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        // Readable only: a warning, and the key is used.
+        mode(&f, 0o644);
+        load_user_key(&KeySource::File(f.clone()), KeyTransform::None).ok().unwrap();
+        mode(&f, 0o600);
+        load_user_key(&KeySource::File(f.clone()), KeyTransform::None).ok().unwrap();
+        assert!(!enclosed(&f), "a 0755 directory in /tmp shuts no one out");
+        mode(dir.path(), 0o700);
+        assert!(enclosed(&f), "a 0700 directory of root's does");
+        if euid() == 0 {
+            std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
+            let e = load_user_key(&KeySource::File(f.clone()), KeyTransform::None).err().unwrap().to_string();
+            assert!(e.contains("owned by uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_key_command_gets_a_minimal_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("env");
+        // SAFETY: test-only variables no other test reads.
+        unsafe {
+            std::env::set_var("AWS_SECRET_ACCESS_KEY_PGCFS_TEST", "store secret");
+            std::env::set_var("GOOGLE_PGCFS_TEST", "store secret");
+        }
+        let cmd = format!("env > {}; printf %s {}", seen.display(), "1".repeat(64));
+        load_user_key(&KeySource::Command(cmd), KeyTransform::Hex).ok().unwrap();
+        let env = std::fs::read_to_string(&seen).unwrap();
+        assert!(!env.contains("store secret") && !env.contains("AWS_") && !env.contains("GOOGLE_"), "{env}");
+        assert!(env.lines().all(|l| COMMAND_ENV.iter().any(|v| l.starts_with(&format!("{v}="))) || l.starts_with("PWD=") || l.starts_with("SHLVL=") || l.starts_with("_=")), "{env}");
     }
 }

@@ -1,9 +1,14 @@
 //! The local-directory store (the embedded default): one file per object under a root
 //! directory, written to a temporary file, fsynced and renamed into place.
+//!
+//! It never follows a link: the root and the directories under it (`keys/`, `packs/`, ...)
+//! are refused if they are symbolic links, objects are opened `O_NOFOLLOW`, new files are
+//! `O_EXCL` temporaries renamed into place (replacing a link at the name, never writing
+//! through it), and a staged file handed to `put_moving` must be a regular file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -33,7 +38,7 @@ impl LocalStore {
         if let Some(f) = self.open.lock().unwrap().get(key) {
             return Ok(f.clone());
         }
-        let f = std::sync::Arc::new(File::open(self.path(key)).map_err(Self::io(key))?);
+        let f = std::sync::Arc::new(self.open_object(key)?);
         self.open.lock().unwrap().put(key.to_string(), f.clone());
         Ok(f)
     }
@@ -47,6 +52,69 @@ impl LocalStore {
         self.root.join(key)
     }
 
+    /// Refuses a root or a directory on the way to `key` that is a symbolic link (or not a
+    /// directory); missing ones are fine (they are created as directories).
+    fn check_dirs(&self, key: &str) -> Result<()> {
+        let mut dir = self.root.clone();
+        let parts: Vec<&str> = key.split('/').collect();
+        for i in 0..parts.len() {
+            if i > 0 {
+                dir.push(parts[i - 1]);
+            }
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StoreError::Io {
+                        key: key.to_string(),
+                        source: io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("{} is a symbolic link: refused (a local store never follows links; give the real path)", dir.display()),
+                        ),
+                    });
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(StoreError::Io {
+                        key: key.to_string(),
+                        source: io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a directory", dir.display())),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Self::io(key)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens an object for reading: never through a link, and only a regular file.
+    fn open_object(&self, key: &str) -> Result<File> {
+        self.check_dirs(key)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.path(key))
+            .map_err(Self::io(key))?;
+        if !f.metadata().map_err(Self::io(key))?.is_file() {
+            return Err(StoreError::Io { key: key.to_string(), source: io::Error::other("not a regular file") });
+        }
+        Ok(f)
+    }
+
+    /// Opens a local file to store (a staged pack): never through a link, a regular file only.
+    fn open_source(key: &str, path: &Path) -> Result<File> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(Self::io(key))?;
+        if !f.metadata().map_err(Self::io(key))?.is_file() {
+            return Err(StoreError::Io {
+                key: key.to_string(),
+                source: io::Error::other(format!("{} is not a regular file", path.display())),
+            });
+        }
+        Ok(f)
+    }
+
     fn io(key: &str) -> impl FnOnce(io::Error) -> StoreError + '_ {
         move |source| {
             if source.kind() == io::ErrorKind::NotFound {
@@ -58,12 +126,14 @@ impl LocalStore {
     }
 
     fn write_temp(&self, key: &str, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<PathBuf> {
+        self.check_dirs(key)?;
         let path = self.path(key);
         let dir = path.parent().expect("keys have a parent").to_path_buf();
         fs::create_dir_all(&dir).map_err(Self::io(key))?;
+        self.check_dirs(key)?;
         let tmp = dir.join(format!(".tmp-{}", crate::format::hex(&crate::crypto::random_id())));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&tmp)?;
             fill(&mut f)?;
             f.sync_all()
         })();
@@ -72,6 +142,14 @@ impl LocalStore {
             return Err(Self::io(key)(e));
         }
         Ok(tmp)
+    }
+
+    /// Stores the rest of an open file under `key` (temporary, fsync, rename).
+    fn put_from(&self, key: &str, src: &mut File) -> Result<()> {
+        self.forget_open(key);
+        let tmp = self.write_temp(key, |f| io::copy(src, f).map(|_| ()))?;
+        fs::rename(&tmp, self.path(key)).map_err(Self::io(key))?;
+        self.sync_dir(key)
     }
 
     fn sync_dir(&self, key: &str) -> Result<()> {
@@ -105,24 +183,34 @@ impl Store for LocalStore {
     }
 
     fn put_file(&self, key: &str, path: &Path) -> Result<()> {
-        self.forget_open(key);
-        let tmp = self.write_temp(key, |f| {
-            let mut src = File::open(path)?;
-            io::copy(&mut src, f).map(|_| ())
-        })?;
-        fs::rename(&tmp, self.path(key)).map_err(Self::io(key))?;
-        self.sync_dir(key)
+        let mut src = Self::open_source(key, path)?;
+        self.put_from(key, &mut src)
     }
 
     fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
         self.forget_open(key);
+        self.check_dirs(key)?;
         let dest = self.path(key);
         fs::create_dir_all(dest.parent().expect("keys have a parent")).map_err(Self::io(key))?;
-        File::open(path).and_then(|f| f.sync_all()).map_err(Self::io(key))?;
+        self.check_dirs(key)?;
+        let mut src = Self::open_source(key, path)?;
+        src.sync_all().map_err(Self::io(key))?;
+        let src_meta = src.metadata().map_err(Self::io(key))?;
         match fs::rename(path, &dest) {
-            Ok(()) => self.sync_dir(key),
+            Ok(()) => {
+                // What was renamed must be the file checked above (not a link swapped in since).
+                let moved = fs::symlink_metadata(&dest).map_err(Self::io(key))?;
+                if moved.dev() != src_meta.dev() || moved.ino() != src_meta.ino() {
+                    let _ = fs::remove_file(&dest);
+                    return Err(StoreError::Io {
+                        key: key.to_string(),
+                        source: io::Error::other(format!("{} changed while it was stored", path.display())),
+                    });
+                }
+                self.sync_dir(key)
+            }
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                self.put_file(key, path)?;
+                self.put_from(key, &mut src)?;
                 fs::remove_file(path).map_err(Self::io(key))
             }
             Err(e) => Err(Self::io(key)(e)),
@@ -130,7 +218,9 @@ impl Store for LocalStore {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        fs::read(self.path(key)).map_err(Self::io(key))
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut self.open_object(key)?, &mut out).map_err(Self::io(key))?;
+        Ok(out)
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -165,6 +255,7 @@ impl Store for LocalStore {
         };
         let dir = if dir_part.is_empty() { self.root.clone() } else { self.path(dir_part) };
         let mut out = Vec::new();
+        self.check_dirs(&format!("{dir_part}/x").trim_start_matches('/').to_string())?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
@@ -188,6 +279,7 @@ impl Store for LocalStore {
 
     fn delete(&self, key: &str) -> Result<()> {
         self.forget_open(key);
+        self.check_dirs(key)?;
         match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -196,6 +288,7 @@ impl Store for LocalStore {
     }
 
     fn is_empty(&self) -> Result<bool> {
+        self.check_dirs("x")?;
         match fs::read_dir(&self.root) {
             Ok(mut e) => Ok(e.next().is_none()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
@@ -214,3 +307,51 @@ impl Store for LocalStore {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_are_refused_and_never_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let root = d.path().join("store");
+        fs::create_dir(&root).unwrap();
+        let s = LocalStore::new(root.clone());
+        // A subdirectory that is a link: every operation under it is refused.
+        symlink(outside.path(), root.join("packs")).unwrap();
+        assert!(s.put("packs/a", b"x").is_err());
+        assert!(s.put_new("packs/a", b"x").is_err());
+        assert!(s.get("packs/victim").is_err());
+        assert!(s.list("packs/").is_err());
+        assert!(s.delete("packs/victim").is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1, "nothing made or removed through the link");
+        fs::remove_file(root.join("packs")).unwrap();
+        // An object that is a link: not read, and a put replaces the link itself.
+        fs::create_dir(root.join("packs")).unwrap();
+        symlink(&victim, root.join("packs/b")).unwrap();
+        assert!(s.get("packs/b").is_err());
+        assert!(s.get_range("packs/b", 0, 2).is_err());
+        assert!(s.list("packs/").unwrap().is_empty());
+        s.put("packs/b", b"new").unwrap();
+        assert_eq!(s.get("packs/b").unwrap(), b"new");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // A staged file that is a link is not stored (its target is never read into the store).
+        let staged = d.path().join("staged");
+        symlink(&victim, &staged).unwrap();
+        assert!(s.put_moving("packs/c", &staged).is_err());
+        assert!(s.put_file("packs/c", &staged).is_err());
+        assert!(s.get("packs/c").is_err());
+        // The root itself a link: refused.
+        let linked = d.path().join("linked-root");
+        symlink(outside.path(), &linked).unwrap();
+        let l = LocalStore::new(linked);
+        assert!(l.put("pgcryptfs.vault", b"x").is_err());
+        assert!(l.is_empty().is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+}
