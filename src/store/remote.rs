@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -22,6 +23,8 @@ pub struct RemoteStore {
     prefix: String,
     describe: String,
     rt: tokio::runtime::Runtime,
+    /// Set once the store has been seen to refuse a conditional create of an existing object.
+    create_checked: AtomicBool,
 }
 
 /// Error classes: object_store turns 401/403 into `Unauthenticated`/`PermissionDenied`, and a
@@ -30,28 +33,28 @@ pub struct RemoteStore {
 fn store_err_of(key: &str, e: object_store::Error, missing_is_refusal: bool) -> StoreError {
     let refused = |reason: String| StoreError::Refused { key: key.to_string(), reason };
     match e {
-        object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
-        object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists(key.to_string()),
-        other => StoreError::Io { key: key.to_string(), source: std::io::Error::other(other.to_string()) },
         object_store::Error::NotFound { source, .. } if missing_is_refusal => {
             refused(format!("the bucket or container does not exist ({source})"))
         }
-    }
-}
+        object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
+        object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists(key.to_string()),
         e @ (object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. }
         | object_store::Error::NotSupported { .. }
         | object_store::Error::NotImplemented { .. }
         | object_store::Error::InvalidPath { .. }
         | object_store::Error::UnknownConfigurationKey { .. }) => refused(e.to_string()),
+        other => StoreError::Io { key: key.to_string(), source: std::io::Error::other(other.to_string()) },
+    }
+}
 
-/// object_store's own retries, kept short: the upload workers retry for ever with their own
-/// backoff and report each failure in `status`, and a lease renewal must give up well within
-/// the lease's lifetime (the default would retry a request for up to three minutes).
 fn store_err(key: &str, e: object_store::Error) -> StoreError {
     store_err_of(key, e, false)
 }
 
+/// object_store's own retries, kept short: the upload workers retry for ever with their own
+/// backoff and report each failure in `status`, and a lease renewal must give up well within
+/// the lease's lifetime (the default would retry a request for up to three minutes).
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig { max_retries: 3, retry_timeout: std::time::Duration::from_secs(15), ..Default::default() }
 }
@@ -70,6 +73,59 @@ fn read_credentials(path: &str) -> std::result::Result<Vec<(String, String)>, St
             .split_once('=')
             .ok_or_else(|| format!("credentials file {path}, line {}: expected KEY=VALUE", n + 1))?;
         out.push((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()));
+    }
+    Ok(out)
+}
+
+/// `AZURE_STORAGE_CONNECTION_STRING` (`Key=Value;...`, as the Azure portal, the Azure CLI and
+/// Azurite's documentation give it) as object_store settings: `AccountName`, `AccountKey`,
+/// `SharedAccessSignature`, `BlobEndpoint` (an `http://` one allows plain http),
+/// `DefaultEndpointsProtocol` with `EndpointSuffix`, `UseDevelopmentStorage=true` (Azurite on
+/// 127.0.0.1:10000). Other services' endpoints are ignored. Errors never quote the string: it
+/// holds the key.
+fn azure_connection_string(cs: &str) -> std::result::Result<Vec<(AzureConfigKey, String)>, String> {
+    let what = "AZURE_STORAGE_CONNECTION_STRING";
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for (n, part) in cs.split(';').map(str::trim).enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("{what}: part {} is not Key=Value", n + 1))?;
+        fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let get = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let mut out = Vec::new();
+    if get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        out.push((AzureConfigKey::UseEmulator, "true".to_string()));
+    }
+    let account = get("accountname");
+    if let Some(a) = &account {
+        out.push((AzureConfigKey::AccountName, a.clone()));
+    }
+    if let Some(k) = get("accountkey") {
+        out.push((AzureConfigKey::AccessKey, k));
+    }
+    if let Some(sas) = get("sharedaccesssignature") {
+        out.push((AzureConfigKey::SasKey, sas));
+    }
+    let protocol = get("defaultendpointsprotocol").unwrap_or_else(|| "https".to_string()).to_ascii_lowercase();
+    if protocol != "https" && protocol != "http" {
+        return Err(format!("{what}: DefaultEndpointsProtocol must be https or http, not {protocol}"));
+    }
+    let endpoint = match (get("blobendpoint"), get("endpointsuffix"), &account) {
+        (Some(e), _, _) => Some(e.trim_end_matches('/').to_string()),
+        (None, Some(suffix), Some(a)) => Some(format!("{protocol}://{a}.blob.{suffix}")),
+        (None, None, Some(a)) if protocol == "http" => Some(format!("http://{a}.blob.core.windows.net")),
+        _ => None,
+    };
+    if let Some(e) = endpoint {
+        if e.starts_with("http://") {
+            out.push((AzureConfigKey::Client(object_store::ClientConfigKey::AllowHttp), "true".to_string()));
+        }
+        out.push((AzureConfigKey::Endpoint, e));
+    }
+    if out.is_empty() {
+        return Err(format!("{what} names no account, key, signature or endpoint"));
     }
     Ok(out)
 }
@@ -113,10 +169,10 @@ impl RemoteStore {
                 let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry());
                 for (k, v) in &pairs {
                     let key: GoogleConfigKey = match k.as_str() {
-                        "allow_http" => {
-                            b = b.with_client_options(object_store::ClientOptions::new().with_allow_http(v == "true"));
-                            continue;
-                        }
+                        // A GCS emulator or a private endpoint: object_store's base URL (which
+                        // a service-account JSON may also carry as `gcs_base_url`).
+                        "endpoint" => GoogleConfigKey::BaseUrl,
+                        "allow_http" => GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
                         other => other.parse().map_err(|_| bad(other))?,
                     };
                     b = b.with_config(key, v.clone());
@@ -125,7 +181,15 @@ impl RemoteStore {
             }
             "az" | "azure" => {
                 let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket).with_retry(retry());
-                for (k, v) in &pairs {
+                // A connection string (the environment's, or a credentials file's) first, so
+                // that explicit options below win over it.
+                let from_file = pairs.iter().rev().find(|(k, _)| k == "azure_storage_connection_string").map(|(_, v)| v.clone());
+                if let Some(cs) = from_file.or_else(|| std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok()) {
+                    for (k, v) in azure_connection_string(&cs).map_err(|e| format!("{url}: {e}"))? {
+                        b = b.with_config(k, v);
+                    }
+                }
+                for (k, v) in pairs.iter().filter(|(k, _)| k != "azure_storage_connection_string") {
                     let key: AzureConfigKey = match k.as_str() {
                         "endpoint" => AzureConfigKey::Endpoint,
                         "allow_http" => AzureConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
@@ -143,7 +207,7 @@ impl RemoteStore {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the store I/O runtime: {e}"))?;
-        Ok(Self { inner, prefix, describe: url.to_string(), rt })
+        Ok(Self { inner, prefix, describe: url.to_string(), rt, create_checked: AtomicBool::new(false) })
     }
 
     fn path(&self, key: &str) -> ObjPath {
@@ -164,13 +228,53 @@ impl RemoteStore {
             Ok(bytes) => Ok(bytes.to_vec()),
             Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_string())),
             Err(other) => {
-                // 416 Range Not Satisfiable: the object ends before `offset`.
+                // 416 Range Not Satisfiable: the object ends before `offset`. Some servers
+                // (Azurite) answer a range that starts at the end with a 206 instead, which
+                // object_store reports as its InvalidGetRange::StartTooLarge (not nameable).
                 let msg = other.to_string();
-                if msg.contains("416") || msg.contains("Range Not Satisfiable") || msg.contains("InvalidRange") {
+                if msg.contains("416")
+                    || msg.contains("Range Not Satisfiable")
+                    || msg.contains("InvalidRange")
+                    || msg.contains("Wanted range starting at")
+                {
                     Ok(Vec::new())
                 } else {
                     Err(store_err(key, other))
                 }
+            }
+        }
+    }
+
+    /// The writer lease and the metadata segments rest on conditional creates (`If-None-Match:
+    /// *` on S3 and Azure, `x-goog-if-generation-match: 0` on GCS). A store that ignores them
+    /// (some emulators and S3-compatible servers, a proxy that drops the header) would let two
+    /// writers each believe they hold the vault. So the first object this store creates is
+    /// created a second time, with the same bytes: that must be refused. If it is not, the
+    /// object (ours, just made) is removed and the write refused with a message naming the
+    /// store. A request that fails for another reason leaves the check for the next create.
+    fn check_conditional_create(&self, key: &str, data: &[u8]) -> Result<()> {
+        match self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Create) {
+            Err(StoreError::AlreadyExists(_)) => {
+                self.create_checked.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(()) => {
+                let removed = match self.delete(key) {
+                    Ok(()) => "it was removed again".to_string(),
+                    Err(e) => format!("removing it again failed: {e}"),
+                };
+                Err(StoreError::Refused {
+                    key: key.to_string(),
+                    reason: format!(
+                        "{} does not honour conditional creates: creating {key} a second time replaced it instead of \
+                         failing ({removed}). pgcryptfs's writer lease needs them, so it does not write to this store",
+                        self.describe
+                    ),
+                })
+            }
+            Err(e) => {
+                log::warn!("{}: could not check that the store refuses a second create of {key}: {e}", self.describe);
+                Ok(())
             }
         }
     }
@@ -191,7 +295,11 @@ impl Store for RemoteStore {
     }
 
     fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Create)
+        self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Create)?;
+        if !self.create_checked.load(Ordering::SeqCst) {
+            self.check_conditional_create(key, data)?;
+        }
+        Ok(())
     }
 
     fn put_file(&self, key: &str, path: &Path) -> Result<()> {
@@ -260,5 +368,67 @@ impl Store for RemoteStore {
         let p = if self.prefix.is_empty() { None } else { Some(ObjPath::from(self.prefix.as_str())) };
         let first = self.rt.block_on(async { self.inner.list(p.as_ref()).try_next().await });
         first.map(|o| o.is_none()).map_err(|e| store_err("", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(cs: &str) -> Vec<(String, String)> {
+        azure_connection_string(cs).unwrap().into_iter().map(|(k, v)| (k.as_ref().to_string(), v)).collect()
+    }
+
+    #[test]
+    fn azure_connection_string_with_a_blob_endpoint() {
+        // Azurite's documented development connection string (its well-known, public key).
+        let cs = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;\
+                  AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;\
+                  BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;";
+        let s = settings(cs);
+        let get = |k: &str| s.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("azure_storage_account_name"), Some("devstoreaccount1"));
+        assert!(get("azure_storage_account_key").unwrap().ends_with("GMGw=="), "the key keeps its '=' padding");
+        assert_eq!(get("azure_storage_endpoint"), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(get("allow_http"), Some("true"), "an http:// endpoint was asked for explicitly");
+    }
+
+    #[test]
+    fn azure_connection_string_with_an_endpoint_suffix() {
+        let s = settings("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.chinacloudapi.cn");
+        assert!(s.contains(&("azure_storage_endpoint".into(), "https://acct.blob.core.chinacloudapi.cn".into())), "{s:?}");
+        assert!(!s.iter().any(|(k, _)| k == "allow_http"));
+        let s = settings("AccountName=acct;SharedAccessSignature=sv=2022&sig=x");
+        assert!(s.contains(&("azure_storage_sas_key".into(), "sv=2022&sig=x".into())), "{s:?}");
+        assert!(!s.iter().any(|(k, _)| k == "azure_storage_endpoint"), "the default endpoint: {s:?}");
+        assert!(settings("UseDevelopmentStorage=true").contains(&("azure_storage_use_emulator".into(), "true".into())));
+    }
+
+    #[test]
+    fn azure_connection_string_errors_never_quote_it() {
+        let e = azure_connection_string("AccountName=a;AccountKeysecretsecret").unwrap_err();
+        assert!(e.contains("part 2") && !e.contains("secret"), "{e}");
+        assert!(azure_connection_string("DefaultEndpointsProtocol=ftp;AccountName=a").is_err());
+        assert!(azure_connection_string(";;").is_err());
+    }
+
+    #[test]
+    fn gs_takes_an_endpoint_and_a_service_account_from_a_credentials_file() {
+        let dir = std::env::temp_dir().join(format!("pgcfs-gs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sa = dir.join("sa.json");
+        std::fs::write(&sa, r#"{"private_key":"","private_key_id":"","client_email":"","disable_oauth":true}"#).unwrap();
+        let env = dir.join("gcs.env");
+        std::fs::write(&env, format!("GOOGLE_SERVICE_ACCOUNT={}\n", sa.display())).unwrap();
+        let opts = [
+            ("endpoint".to_string(), "http://127.0.0.1:4443".to_string()),
+            ("allow_http".to_string(), "true".to_string()),
+            ("credentials_file".to_string(), env.to_string_lossy().into_owned()),
+        ];
+        let s = RemoteStore::open("gs://bucket/prefix", &opts);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(s.is_ok(), "{:?}", s.err());
+        let e = RemoteStore::open("gs://bucket/prefix", &[("path_style".to_string(), "true".to_string())]).err().unwrap();
+        assert!(e.contains("does not apply to gs://"), "{e}");
     }
 }

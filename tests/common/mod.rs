@@ -2,7 +2,10 @@
 //! teardown that always unmounts (also when a test panics).
 #![allow(dead_code)]
 
+pub mod azure;
+pub mod gcs;
 pub mod gpg;
+pub mod pg;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +99,32 @@ impl Vault {
     /// A vault in a bucket of the test S3 server.
     pub fn on_s3(server: &s3::S3Server, prefix: &str) -> Self {
         Self::create(Some((server, prefix)), &[])
+    }
+
+    /// A vault in the container of the test Azurite; the account name and key in the
+    /// environment (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`), the endpoint as
+    /// a store option. `store` is Azurite's workspace (its files are not named by key).
+    pub fn on_azure(server: &azure::Azurite, prefix: &str) -> Self {
+        let (url, opts) = server.store_args(prefix);
+        Self::on_remote(url, opts, azure::Azurite::env(), server.dir.path().to_path_buf())
+    }
+
+    /// A vault in the bucket of the test GCS server; a service-account JSON (no OAuth, as for
+    /// any emulator) named by `GOOGLE_SERVICE_ACCOUNT`, the endpoint as a store option. The
+    /// emulator keeps objects in memory: `store` is its directory, not the objects.
+    pub fn on_gcs(server: &gcs::GcsServer, prefix: &str) -> Self {
+        let (url, opts) = server.store_args(prefix);
+        let sa = server.service_account(server.dir.path(), false);
+        let env = vec![("GOOGLE_SERVICE_ACCOUNT".to_string(), sa.to_string_lossy().into_owned())];
+        Self::on_remote(url, opts, env, server.dir.path().to_path_buf())
+    }
+
+    /// A vault at `url` with these store options and credential variables.
+    pub fn on_remote(url: String, store_opts: Vec<String>, env: Vec<(String, String)>, store: PathBuf) -> Self {
+        let mut v = Self::bare();
+        (v.url, v.store_opts, v.env, v.store) = (url, store_opts, env, store);
+        must(v.cmd("init").arg(&v.url).args(&v.store_opts).args(v.key_args()));
+        v
     }
 
     fn create(s3: Option<(&s3::S3Server, &str)>, extra: &[&str]) -> Self {
