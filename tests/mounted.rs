@@ -186,6 +186,9 @@ fn snapshot(root: &Path) -> Vec<Entry> {
                 ("dir", Vec::new())
             } else if md.file_type().is_symlink() {
                 ("link", fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec())
+            } else if !md.is_file() {
+                // FIFOs, sockets, devices: never opened; their kind and number are the content.
+                ("special", format!("{:o} {}", md.mode() & libc::S_IFMT, md.rdev()).into_bytes())
             } else {
                 ("file", fs::read(&p).unwrap())
             };
