@@ -106,6 +106,12 @@ impl Cache {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(CacheError::Busy(dir.path().to_path_buf()));
         }
+        // Temporaries a crashed mount left (only this process holds the lock now).
+        for e in dir.list().map_err(io_err("listing the cache directory"))? {
+            if e.name.starts_with(".tmp-") && !e.is_dir() {
+                let _ = dir.remove(&e.name);
+            }
+        }
         let staged = staging.list().map(|l| l.iter().filter(|e| e.is_file()).map(|e| e.len).sum()).unwrap_or(0);
         Ok(Self {
             dir,

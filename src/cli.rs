@@ -170,7 +170,8 @@ pub enum Command {
         /// Replace files that already exist in DEST.
         #[arg(long)]
         overwrite: bool,
-        /// Keep setuid and setgid bits (cleared by default).
+        /// Keep setuid and setgid bits and make device nodes (by default the bits are cleared
+        /// and device nodes skipped).
         #[arg(long)]
         keep_setid: bool,
     },

@@ -42,7 +42,7 @@ impl ExportReport {
             dest.display()
         );
         if !self.skipped.is_empty() {
-            s.push_str(&format!("; skipped {} sockets", self.skipped.len()));
+            s.push_str(&format!("; skipped {} sockets and device nodes (device nodes need --keep-setid)", self.skipped.len()));
         }
         if !self.failures.is_empty() {
             s.push_str(&format!("; {} entries FAILED", self.failures.len()));
@@ -72,8 +72,9 @@ fn timespec(t: &Time) -> libc::timespec {
 pub struct ExportOptions {
     /// Replace files that already exist in DEST.
     pub overwrite: bool,
-    /// Keep the setuid and setgid bits (by default they are cleared: an export made as root
-    /// must not leave setuid-root programs from an untrusted store on the disk).
+    /// Keep the setuid and setgid bits and make device nodes (by default the bits are cleared
+    /// and device nodes skipped: an export made as root must not leave setuid-root programs or
+    /// open devices from a store on the disk).
     pub keep_setid: bool,
 }
 
@@ -238,6 +239,12 @@ pub fn export_with(vault: &Vault, path: &str, dest: &Path, opts: ExportOptions) 
                 }
                 set_meta(&to, &it.attr, opts.keep_setid)
             }),
+            // A device node from the store is as dangerous as a setuid file (a world-writable
+            // disk): made only when asked, like the setid bits.
+            Kind::CharDev | Kind::BlockDev if !opts.keep_setid => {
+                report.skipped.push(shown.clone());
+                Ok(())
+            }
             Kind::CharDev | Kind::BlockDev => replace_check(&to, overwrite).and_then(|_| {
                 let c = cstr(&to)?;
                 let (major, minor) = crate::format::rdev_split(crate::format::rdev_of(&it.target).unwrap_or(0));
