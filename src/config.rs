@@ -107,8 +107,12 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The default cache root: /var/cache/pgcryptfs for root, else the user's cache directory.
+/// The default cache root: `PGCRYPTFS_CACHE_DIR` if set, else /var/cache/pgcryptfs for root,
+/// else the user's cache directory. Host pins (pins.rs) live there too.
 pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PGCRYPTFS_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
     if is_root() {
         return PathBuf::from("/var/cache/pgcryptfs");
     }

@@ -807,3 +807,60 @@ fn a_slow_store_delays_only_what_waits_for_it() {
     let want = fs::read(&src).unwrap();
     assert!(fs::read(v.path("fast-fsync")).unwrap() == want && fs::read(v.path("store-fsync")).unwrap() == want);
 }
+
+fn receipt_of(out: &str) -> String {
+    out.lines().find_map(|l| l.strip_prefix("receipt: ")).unwrap_or_else(|| panic!("no receipt in {out:?}")).to_string()
+}
+
+/// The host's pins and a restore's demands: `umount` prints a receipt; a store rolled back to
+/// an older state is refused by the host that saw the newer one (writable and read-only) and by
+/// any host given the newer receipt; another vault put at the same location is refused by the
+/// pin and by `--expect-fingerprint`, which `key list` prints when given the key.
+#[test]
+#[serial]
+fn receipts_and_pins_refuse_rollback_and_replaced_vaults() {
+    let v = Vault::new();
+    let host = v.dir.path().join("host-cache"); // pins of the operator commands
+    let ls = |extra: &[&str]| {
+        run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", &host).arg(&v.url).args(v.key_args()).args(extra))
+    };
+    let listed = must(v.cmd("key").arg("list").arg(&v.url).args(v.key_args()));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let fp = listed.lines().find_map(|l| l.strip_prefix("fingerprint: ")).expect("key list prints the fingerprint").to_string();
+    let m = v.mount(&[]);
+    fs::write(v.path("first"), b"1").unwrap();
+    let r1 = receipt_of(&m.umount());
+    let old = v.dir.path().join("store-at-r1");
+    must(Command::new("cp").arg("-a").arg(&v.store).arg(&old));
+    let m = v.mount(&[]);
+    fs::write(v.path("second"), b"2").unwrap();
+    let r2 = receipt_of(&m.umount());
+    assert_ne!(r1, r2);
+    assert!(r1.contains(&fp.replace('-', "")) && r2.contains(&fp.replace('-', "")), "{fp} {r1} {r2}");
+    let o = ls(&["--expect-receipt", &r2, "--expect-fingerprint", &fp]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Roll the store back to r1.
+    fs::remove_dir_all(&v.store).unwrap();
+    must(Command::new("cp").arg("-a").arg(&old).arg(&v.store));
+    for extra in [&[][..], &["--read-only"][..]] {
+        let o = run(&mut v.mount_cmd(extra));
+        assert!(!o.status.success() && stderr(&o).contains("rolled back"), "{extra:?}: {}", stderr(&o));
+        assert!(!is_mounted(&v.mnt));
+    }
+    let o = ls(&["--expect-receipt", &r2]); // this host's operator pins saw r2 too
+    assert!(!o.status.success() && stderr(&o).contains("rolled back"), "{}", stderr(&o));
+    let fresh = v.dir.path().join("fresh-host");
+    let o = run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", &fresh).arg(&v.url).args(v.key_args()).args(["--expect-receipt", &r2]));
+    assert!(!o.status.success() && stderr(&o).contains("rolled back"), "a restore host given r2: {}", stderr(&o));
+    let o = run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", &fresh).arg(&v.url).args(v.key_args()).args(["--expect-receipt", &r1]));
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("first"), "{}", stderr(&o));
+    // Another vault (same key even) at the same location.
+    fs::remove_dir_all(&v.store).unwrap();
+    must(v.cmd("init").arg(&v.url).args(v.key_args()));
+    let o = run(&mut v.mount_cmd(&[]));
+    assert!(!o.status.success() && stderr(&o).contains("not the vault"), "{}", stderr(&o));
+    let o = run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", v.dir.path().join("third-host")).arg(&v.url).args(v.key_args()).args(["--expect-fingerprint", &fp]));
+    assert!(!o.status.success() && stderr(&o).contains("fingerprint"), "{}", stderr(&o));
+    let o = ls(&["--expect-fingerprint", "0000"]);
+    assert!(!o.status.success() && stderr(&o).contains("not a vault fingerprint"), "{}", stderr(&o));
+}
