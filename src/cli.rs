@@ -266,12 +266,12 @@ pub enum KeyCommand {
         store: String,
         #[command(flatten)]
         store_args: StoreArgs,
-    },
-    /// Remove a key slot (by its id, or a unique prefix of it); refuses to remove the last one.
-    Remove {
         /// Optional: with a key the vault's fingerprint is computed and printed too.
         #[command(flatten)]
         key: UnlockArgs,
+    },
+    /// Remove a key slot (by its id, or a unique prefix of it); refuses to remove the last one.
+    Remove {
         store: String,
         slot: String,
         #[command(flatten)]
@@ -310,10 +310,10 @@ pub fn run(cli: Cli) -> i32 {
             store,
             mountpoint,
             store_args,
+            trust,
             key,
             cache_dir,
             read_only,
-            trust,
             foreground,
             allow_other,
             noexec,
@@ -343,15 +343,15 @@ pub fn run(cli: Cli) -> i32 {
                 Err(e) => return fail(&e),
             };
             let pack_size = pack_size.unwrap_or_else(|| config::default_pack_size(&store)).max(1 << 20);
-            return daemon::mount(MountConfig {
-                store,
-                store_options: store_args.options,
             let expect = match trust.to_expect() {
                 Ok(e) => e,
                 Err(e) => return fail(&e),
             };
-                mountpoint,
+            return daemon::mount(MountConfig {
                 expect,
+                store,
+                store_options: store_args.options,
+                mountpoint,
                 key,
                 cache_dir: cache_dir.unwrap_or_else(config::default_cache_dir),
                 read_only,
@@ -448,9 +448,6 @@ pub struct VaultArgs {
     store_args: StoreArgs,
     #[command(flatten)]
     key: UnlockArgs,
-}
-
-/// Runs `op` on the vault `v` names, or fails with why it cannot be named.
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -476,6 +473,9 @@ impl TrustArgs {
             receipt: self.expect_receipt.as_deref().map(crate::pins::Receipt::parse).transpose()?,
         })
     }
+}
+
+/// Runs `op` on the vault `v` names, or fails with why it cannot be named.
 fn with_target(v: &VaultArgs, op: impl FnOnce(&crate::offline::Target) -> i32) -> i32 {
     let key = match v.key.to_spec() {
         Ok(k) => k,

@@ -30,7 +30,7 @@ pub fn init(cfg: &InitConfig) -> Result<String, String> {
     let first = cfg.first_slot.load().map_err(|e| e.to_string())?;
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let header = vault::init_with(store.as_ref(), &first, cfg.label.as_deref(), cfg.chunk_size, uid, gid)
+    let (header, first) = vault::init_with(store.as_ref(), &first, cfg.label.as_deref(), cfg.chunk_size, uid, gid)
         .map_err(|e| e.to_string())?;
     Ok(format!(
         "created vault {} in {} (chunk size {} bytes)\nfingerprint: {}\n\
@@ -305,26 +305,29 @@ fn serve(cfg: MountConfig, unlock: Unlock, notifier: std::io::Result<Option<Noti
     if let Some(n) = &shared.notifier {
         n.ready(&shared.backlog_status("serving"));
     }
-    let run = session.run();
-    if let Err(e) = &run {
-        log::error!("FUSE session ended with an error: {e}");
-    }
-    *shared.stop.lock().unwrap() = true;
-    shared.stop_cv.notify_all();
-    let _ = committer.join();
-    let result = match &shared.notifier {
-        None => shared.fs.vault().with_lease_renewed(|| drain(&shared.fs)),
-        Some(n) => {
-            n.stopping(&shared.backlog_status("draining"));
-            // While the drain runs: progress, and more time from the service manager for as
-            // long as it takes (systemd would otherwise kill a long drain at TimeoutStopSec).
-            let extend = || n.send(&format!("EXTEND_TIMEOUT_USEC=30000000\nSTATUS={}", shared.backlog_status("draining")));
-            extend();
-            crate::ticker::while_working(Duration::from_secs(2), extend, || {
-                shared.fs.vault().with_lease_renewed(|| drain(&shared.fs))
-            })
+    // The lease is renewed on a thread of its own from here to the end of the drain: a commit
+    // waiting for uploads (up to --store-timeout) never starves it.
+    let result = shared.fs.vault().with_lease_renewed(|| {
+        let run = session.run();
+        if let Err(e) = &run {
+            log::error!("FUSE session ended with an error: {e}");
         }
-    };
+        *shared.stop.lock().unwrap() = true;
+        shared.stop_cv.notify_all();
+        let _ = committer.join();
+        match &shared.notifier {
+            None => drain(&shared.fs),
+            Some(n) => {
+                n.stopping(&shared.backlog_status("draining"));
+                // While the drain runs: progress, and more time from the service manager for as
+                // long as it takes (systemd would otherwise kill a long drain at TimeoutStopSec).
+                let extend =
+                    || n.send(&format!("EXTEND_TIMEOUT_USEC=30000000\nSTATUS={}", shared.backlog_status("draining")));
+                extend();
+                crate::ticker::while_working(Duration::from_secs(2), extend, || drain(&shared.fs))
+            }
+        }
+    });
     shared.fs.vault().stop_uploads();
     if let Some(rc) = shared.fs.vault().read_cache() {
         rc.close();
@@ -384,9 +387,9 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
         readahead: cfg.readahead,
         master_pin: true,
         accept_new_master_key: cfg.accept_new_master_key,
-    };
         pins: Some(&cfg.cache_dir),
         expect: cfg.expect,
+    };
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
     let fs = Arc::new(Fs::new(vault).with_sync_store(cfg.sync_store));
@@ -478,13 +481,13 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 "staged_bytes={staged} packs_waiting={packs} uploads_queued={} uploads_in_flight={} puts={} \
                  uploaded_bytes={} upload_rate_bytes_per_s={} segments={} retries={} store_refuses={} last_error={}",
                 u.queued,
-                u.refused.as_deref().unwrap_or("no").replace(' ', "_"),
                 u.in_flight,
                 v.stats.puts.load(Relaxed),
                 v.stats.uploaded_bytes.load(Relaxed),
                 (v.stats.uploaded_bytes.load(Relaxed) as f64 / shared.mounted_at.elapsed().as_secs_f64().max(1.0)) as u64,
                 v.stats.segments.load(Relaxed),
                 u.retries,
+                u.refused.as_deref().unwrap_or("no").replace(' ', "_"),
                 u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
             ) + &clean_status(v)));
         }
@@ -519,16 +522,14 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
     }
 }
 
-/// Commits every `every`, and renews the writer lease every third of its lifetime.
+/// Commits every `every` (the lease is renewed elsewhere, on its own schedule).
 fn commit_loop(shared: Arc<Shared>, every: Duration) {
-    let renew_every = Duration::from_secs((crate::vault::LEASE_TTL_SECS / 3) as u64);
     let mut next_commit = std::time::Instant::now() + every;
-    let mut next_renew = std::time::Instant::now() + renew_every;
     let status_every = Duration::from_secs(5);
     let mut next_status = std::time::Instant::now() + status_every;
     let mut stop = shared.stop.lock().unwrap();
     loop {
-        let mut wake_at = next_commit.min(next_renew);
+        let mut wake_at = next_commit;
         if shared.notifier.is_some() {
             wake_at = wake_at.min(next_status);
         }
@@ -543,16 +544,16 @@ fn commit_loop(shared: Arc<Shared>, every: Duration) {
             n.status(&shared.backlog_status("serving"));
             next_status = now + status_every;
         }
-        if now >= next_renew {
-            if let Err(e) = shared.fs.vault().renew_lease() {
-                log::error!("renewing the writer lease failed: {e}");
-            }
-            next_renew = now + renew_every;
-        }
         if now >= next_commit {
             if let Err(e) = shared.fs.sync_to_store() {
                 log::error!("periodic commit to the store failed (will retry): {e}");
             }
+            next_commit = std::time::Instant::now() + every;
+        }
+        stop = shared.stop.lock().unwrap();
+    }
+}
+
 /// Between a drain's or sync's message and its receipt on the one-line control protocol; the
 /// commands print the receipt on a line of its own (`receipt: pgcfs-receipt-v1:…`).
 const RECEIPT_SEP: &str = "; receipt: ";
@@ -560,12 +561,6 @@ const RECEIPT_SEP: &str = "; receipt: ";
 /// The reply text as printed: the receipt on its own line.
 fn receipt_on_own_line(text: String) -> String {
     text.replacen(RECEIPT_SEP, "\nreceipt: ", 1)
-}
-
-            next_commit = std::time::Instant::now() + every;
-        }
-        stop = shared.stop.lock().unwrap();
-    }
 }
 
 /// Final drain after the kernel let go: seal, upload and commit everything, with retries.

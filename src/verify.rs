@@ -25,7 +25,8 @@ pub struct Report {
     pub packs: usize,
     /// Per file path: what failed (at most a few messages each, then a count).
     pub failures: BTreeMap<String, Vec<String>>,
-    /// Pack objects no file refers to (whole vault only): reclaimable by gc.
+    /// Pack objects no file refers to (whole vault only). Left by deleted files, or written by
+    /// commits the metadata no longer reaches (a truncated chain): only a receipt tells which.
     pub unreferenced: Option<(usize, u64)>,
 }
 
@@ -58,7 +59,12 @@ impl Report {
         if let Some((n, b)) = self.unreferenced
             && n > 0
         {
-            s.push_str(&format!("; {n} packs ({:.1} MB) are referenced by no file (pgcryptfs gc reclaims them)", b as f64 / 1e6));
+            s.push_str(&format!(
+                "; {n} packs ({:.1} MB) are referenced by no file: left by deleted or rewritten files, or the \
+                 metadata was truncated and they hold newer data. Check the vault against the last receipt \
+                 (--expect-receipt) before `pgcryptfs gc` deletes them",
+                b as f64 / 1e6
+            ));
         }
         s
     }
