@@ -394,12 +394,18 @@ pub fn segment_name(seq: u64) -> String {
     format!("{META_PREFIX}{seq:016x}")
 }
 
+/// The seq of a `meta/<16 lowercase hex digits>` name; any other spelling of the same number
+/// (`+`, upper case) is not a segment name, so no two objects claim one seq.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix(META_PREFIX)?;
-    if hex.len() != 16 {
+    if hex.len() != 16 || !hex.bytes().all(is_lower_hex) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
+}
+
+fn is_lower_hex(c: u8) -> bool {
+    c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
 }
 
 pub fn slot_name(slot: &Id) -> String {
@@ -419,8 +425,10 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An id written as `hex` writes it: 32 lowercase hex digits (upper case is refused, so no
+/// two object or cache file names stand for one id).
 pub fn parse_hex_id(s: &str) -> Option<Id> {
-    if s.len() != ID_LEN * 2 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if s.len() != ID_LEN * 2 || !s.bytes().all(is_lower_hex) {
         return None;
     }
     let mut id = [0u8; ID_LEN];
@@ -815,6 +823,18 @@ mod tests {
         assert_eq!(parse_segment_name("meta/xyz"), None);
         assert_eq!(parse_hex_id(&hex(&[0xab; 16])), Some([0xab; 16]));
         assert_eq!(parse_hex_id("zz"), None);
+    }
+
+    #[test]
+    fn names_have_one_spelling() {
+        // Found by the fuzz target format_names: these parsed as the ids and seqs of
+        // differently spelled names.
+        assert_eq!(parse_hex_id("eeeeeeeeeeeeeeeeeeeFeeeeeeeeeeee"), None);
+        assert_eq!(parse_pack_name(&format!("packs/{}", "Ab".repeat(16))), None);
+        assert_eq!(parse_pack_name(&format!("packs/{}", "ab".repeat(16))), Some([0xab; 16]));
+        assert_eq!(parse_segment_name("meta/000000000000002A"), None);
+        assert_eq!(parse_segment_name("meta/+00000000000002a"), None);
+        assert_eq!(parse_segment_name("meta/000000000000002a"), Some(42));
     }
 
     #[test]

@@ -83,35 +83,63 @@ fn aad(header: &VaultHeader) -> Vec<u8> {
     v
 }
 
-fn seal(header: &VaultHeader, key: &Secret32, h: &Holder) -> Vec<u8> {
+/// Largest lease object read: the body is 38 bytes and a host name (at most 64 on Linux), so
+/// anything near this was not written by pgcryptfs; the store is read no further.
+pub const MAX_LEASE_BYTES: usize = 4096;
+
+/// The lease object for `h` (pub for the fuzz target `lease`).
+#[doc(hidden)]
+pub fn seal(header: &VaultHeader, key: &Secret32, h: &Holder) -> Vec<u8> {
     let mut body = Enc::new();
     body.raw(&h.mount_id).u32(h.pid).i64(h.started).i64(h.expires).bytes16(h.host.as_bytes());
+    seal_body(header, key, &body.buf)
+}
+
+#[doc(hidden)]
+pub fn seal_body(header: &VaultHeader, key: &Secret32, body: &[u8]) -> Vec<u8> {
     let mut out = Enc::new();
     out.raw(LEASE_MAGIC).u16(format::FORMAT_VERSION);
-    crypto::seal_into(key, &aad(header), &body.buf, &mut out.buf);
+    crypto::seal_into(key, &aad(header), body, &mut out.buf);
     out.buf
 }
 
-fn open(header: &VaultHeader, key: &Secret32, bytes: &[u8]) -> Result<Holder, LeaseError> {
+/// Reads the lease object, at most one byte more than `MAX_LEASE_BYTES` (a planted huge `lock`
+/// object is not downloaded; `open` refuses it as unreadable).
+fn get(store: &dyn Store) -> Result<Vec<u8>, StoreError> {
+    store.get_range_upto(LEASE_OBJECT, 0, MAX_LEASE_BYTES + 1)
+}
+
+/// Decodes and authenticates a lease object (pub for the fuzz target `lease`).
+#[doc(hidden)]
+pub fn open(header: &VaultHeader, key: &Secret32, bytes: &[u8]) -> Result<Holder, LeaseError> {
     let bad = |m: &str| LeaseError::Unreadable(m.to_string());
+    if bytes.len() > MAX_LEASE_BYTES {
+        return Err(bad("larger than any lease"));
+    }
     let mut d = Dec::new(bytes);
     if d.take(8, "lease").map_err(|e| bad(&e.to_string()))? != LEASE_MAGIC {
         return Err(bad("wrong magic"));
     }
-    let _version = d.u16("lease").map_err(|e| bad(&e.to_string()))?;
+    let version = d.u16("lease").map_err(|e| bad(&e.to_string()))?;
+    if version != format::FORMAT_VERSION {
+        return Err(bad(&format::FormatError::UnsupportedVersion(version).to_string()));
+    }
     let sealed = d.take(d.remaining(), "lease").map_err(|e| bad(&e.to_string()))?;
     let plain = crypto::open(key, &aad(header), sealed).map_err(|_| bad("failed authentication"))?;
-    let mut d = Dec::new(&plain);
-    let parse = |d: &mut Dec| -> format::Result<Holder> {
-        Ok(Holder {
-            mount_id: d.array("lease")?,
-            pid: d.u32("lease")?,
-            started: d.i64("lease")?,
-            expires: d.i64("lease")?,
-            host: String::from_utf8_lossy(d.bytes16("lease")?).into_owned(),
-        })
-    };
-    parse(&mut d).map_err(|e| bad(&e.to_string()))
+    parse_body(&plain).map_err(|e| bad(&e.to_string()))
+}
+
+/// The holder in an opened lease body (pub for the fuzz target `lease`).
+#[doc(hidden)]
+pub fn parse_body(plain: &[u8]) -> format::Result<Holder> {
+    let mut d = Dec::new(plain);
+    Ok(Holder {
+        mount_id: d.array("lease")?,
+        pid: d.u32("lease")?,
+        started: d.i64("lease")?,
+        expires: d.i64("lease")?,
+        host: String::from_utf8_lossy(d.bytes16("lease")?).into_owned(),
+    })
 }
 
 /// A lease this process holds.
@@ -149,7 +177,7 @@ impl Lease {
                 Err(StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            let other = match store.get(LEASE_OBJECT) {
+            let other = match get(store) {
                 Ok(b) => open(header, key, &b)?,
                 Err(StoreError::NotFound(_)) => continue, // released meanwhile: try again
                 Err(e) => return Err(e.into()),
@@ -179,7 +207,7 @@ impl Lease {
 
     /// Extends the lease; fails if someone else holds it now.
     pub fn renew(&mut self, store: &dyn Store, header: &VaultHeader, key: &Secret32) -> Result<(), LeaseError> {
-        let current = match store.get(LEASE_OBJECT) {
+        let current = match get(store) {
             Ok(b) => open(header, key, &b)?,
             Err(StoreError::NotFound(_)) => return Err(LeaseError::Lost("the lock object was deleted".into())),
             Err(e) => return Err(e.into()),
@@ -194,7 +222,7 @@ impl Lease {
 
     /// Gives the lease up (only if it is still ours).
     pub fn release(&self, store: &dyn Store, header: &VaultHeader, key: &Secret32) -> Result<(), LeaseError> {
-        match store.get(LEASE_OBJECT) {
+        match get(store) {
             Ok(b) if open(header, key, &b).is_ok_and(|h| h.mount_id == self.me.mount_id) => {
                 store.delete(LEASE_OBJECT)?;
                 log::info!("released the writer lease");
@@ -249,5 +277,22 @@ mod tests {
         // A lease sealed for another vault does not read as a holder.
         let other = VaultHeader { vault_id: [4; 16], ..header() };
         assert!(matches!(Lease::acquire(&s, &other, &k, 60, true, None), Err(LeaseError::Unreadable(_))));
+    }
+
+    #[test]
+    fn oversized_or_other_version_leases_are_unreadable() {
+        let s = MemStore::new();
+        let k = Secret32::from_bytes([1; 32]);
+        // A planted multi-megabyte lock object is read no further than the cap.
+        s.put(LEASE_OBJECT, &vec![0u8; 8 << 20]).unwrap();
+        assert_eq!(get(&s).unwrap().len(), MAX_LEASE_BYTES + 1);
+        let e = Lease::acquire(&s, &header(), &k, 60, true, None).err().unwrap();
+        assert!(matches!(&e, LeaseError::Unreadable(m) if m.contains("larger")), "{e}");
+        // A lease of another format version is refused before it is opened.
+        let h = Holder { mount_id: [9; 16], host: "h".into(), pid: 1, started: 0, expires: 1 };
+        let mut b = seal(&header(), &k, &h);
+        assert_eq!(open(&header(), &k, &b).unwrap(), h);
+        b[8] = 2;
+        assert!(matches!(open(&header(), &k, &b), Err(LeaseError::Unreadable(m)) if m.contains("version 2")));
     }
 }

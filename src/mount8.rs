@@ -150,6 +150,12 @@ fn to_mount_args(inv: &Invocation) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// The `pgcryptfs mount` argv for mount(8)'s arguments (pub for the fuzz target `mount_options`).
+#[doc(hidden)]
+pub fn mount_argv(args: &[String]) -> Result<Vec<String>, String> {
+    to_mount_args(&parse_invocation(args)?)
+}
+
 fn strings(args: Vec<OsString>) -> Result<Vec<String>, String> {
     args.into_iter().map(|a| a.into_string().map_err(|a| format!("argument {a:?} is not UTF-8"))).collect()
 }

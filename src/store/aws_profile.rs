@@ -15,10 +15,9 @@ pub fn settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, Str
     let file = |var: &str, name: &str| env(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".aws").join(name)));
     let creds_path = file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
     let config_path = file("AWS_CONFIG_FILE", "config");
-    let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
-    let creds = read(&creds_path).map(|t| section(&t, &profile)).transpose()?.flatten();
+    let creds = read(&creds_path)?.map(|t| section(&t, &profile)).transpose()?.flatten();
     let config_section = if profile == "default" { "default".to_string() } else { format!("profile {profile}") };
-    let config = read(&config_path).map(|t| section(&t, &config_section)).transpose()?.flatten();
+    let config = read(&config_path)?.map(|t| section(&t, &config_section)).transpose()?.flatten();
     if creds.is_none() && config.is_none() {
         return match named {
             Some(p) => Err(format!(
@@ -69,6 +68,24 @@ pub fn settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, Str
     Ok(out)
 }
 
+/// Largest AWS config or credentials file read (real ones are a few KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The text of an AWS file; `None` if it is absent or unreadable (as the AWS CLI skips it),
+/// an error if it is larger than `MAX_FILE_BYTES`.
+fn read(p: &Option<PathBuf>) -> Result<Option<String>, String> {
+    use std::io::Read;
+    let Some(f) = p.as_ref().and_then(|p| std::fs::File::open(p).ok()) else { return Ok(None) };
+    let mut text = String::new();
+    if f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).is_err() {
+        return Ok(None);
+    }
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{} is larger than {MAX_FILE_BYTES} bytes; not an AWS config file", show(p)));
+    }
+    Ok(Some(text))
+}
+
 fn show(p: &Option<PathBuf>) -> String {
     p.as_ref().map_or("(no HOME)".to_string(), |p| p.display().to_string())
 }
@@ -76,7 +93,7 @@ fn show(p: &Option<PathBuf>) -> String {
 /// The `key = value` pairs of `[name]` in an INI-style AWS file (keys lower-cased; `#` and `;`
 /// comments; indented lines are sub-settings such as `s3 =` blocks and are skipped). `None`
 /// if the section is absent.
-fn section(text: &str, name: &str) -> Result<Option<Vec<(String, String)>>, String> {
+pub fn section(text: &str, name: &str) -> Result<Option<Vec<(String, String)>>, String> {
     let mut found = None;
     let mut inside = false;
     for line in text.lines() {
@@ -158,5 +175,14 @@ mod tests {
         std::fs::write(&moved, "[default]\naws_access_key_id=A\naws_secret_access_key=B\n").unwrap();
         let v = run(&[("AWS_SHARED_CREDENTIALS_FILE", moved.to_str().unwrap()), ("AWS_CONFIG_FILE", "/none")]).unwrap();
         assert_eq!(pairs(v), ["aws_access_key_id=A", "aws_secret_access_key=B"]);
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("credentials");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = run(&[("AWS_SHARED_CREDENTIALS_FILE", big.to_str().unwrap()), ("AWS_CONFIG_FILE", "/none")]).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
     }
 }

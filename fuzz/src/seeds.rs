@@ -1,0 +1,145 @@
+//! The seed corpora of the fuzz targets (`fuzz/corpus/<target>/seed-*`), made from real
+//! encodings by pgcryptfs itself with the fixed header, key and OpenPGP test key of this
+//! crate, so that seeds authenticate in the targets. Written by any built target when
+//! `PGCRYPTFS_FUZZ_WRITE_SEEDS` names a directory (a separate example binary would cost a
+//! second full build of pgcryptfs without the fuzzing flags), from fuzz/:
+//!
+//!     PGCRYPTFS_FUZZ_WRITE_SEEDS=corpus target/x86_64-unknown-linux-gnu/release/format_header
+//!
+//! Seeds with random parts (salts, nonces, ids) differ from run to run; re-run it only when a
+//! format changes.
+
+use std::path::Path;
+
+use pgcryptfs::catalog::Catalog;
+use pgcryptfs::crypto::{self, Secret32, SecretBytes};
+use pgcryptfs::format::{self, Attr, ChunkRef, Enc, Kind, Record, Time};
+use pgcryptfs::keys::{self, NewSlot, VaultKeys, passphrase};
+use pgcryptfs::lease;
+
+use crate::{PGP_CERT, header, key};
+
+/// Called from the targets' `init`: writes the seeds and exits if asked to.
+pub fn write_if_asked() {
+    if let Some(dir) = std::env::var_os("PGCRYPTFS_FUZZ_WRITE_SEEDS") {
+        write_all(Path::new(&dir));
+        eprintln!("wrote the seed corpora under {}", Path::new(&dir).display());
+        std::process::exit(0);
+    }
+}
+
+fn put(root: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let dir = root.join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+}
+
+/// Writes every seed under `root/<target>/seed-<name>`.
+pub fn write_all(root: &Path) {
+    let h = header();
+    let master = Secret32::from_bytes([0x17; 32]);
+    let now = Time { secs: 1_790_000_000, nanos: 5 };
+
+    put(root, "format_header", "header", &h.encode());
+
+    // Key slots of every method; the sodium and command slots open with the fixed key, the
+    // OpenPGP slot with the test key.
+    let cheap = passphrase::Cost { opslimit: 1, memlimit: 8 << 10 };
+    let slots = [
+        ("sodium", keys::make_sodium_slot(&h, &master, key(), "sodium", now.secs)),
+        ("command", keys::make_slot(&h, &master, &NewSlot::Command(key().duplicate()), None, now.secs).unwrap()),
+        (
+            "passphrase",
+            keys::make_slot(&h, &master, &NewSlot::Passphrase(SecretBytes(b"pw".to_vec()), cheap), Some("pw"), now.secs)
+                .unwrap(),
+        ),
+        ("openpgp", keys::make_slot(&h, &master, &NewSlot::OpenPgp(PGP_CERT.to_vec()), None, now.secs).unwrap()),
+    ];
+    for (name, s) in &slots {
+        put(root, "format_slot", name, &s.encode());
+        put(root, "key_slot", name, &s.encode());
+        if *name == "passphrase" {
+            put(root, "passphrase_params", "moderate", &passphrase::Params::new(passphrase::Cost::default()).encode());
+            put(root, "passphrase_params", "cheap", &s.params);
+        }
+    }
+
+    // Catalog records: the root, a file with a chunk, a symlink, a device, links and drops.
+    let attr = |kind, size| Attr { kind, mode: 0o644, uid: 1, gid: 2, size, atime: now, mtime: now, ctime: now };
+    let mut recs = Catalog::root_records(0, 0, now);
+    recs.extend([
+        Record::Inode { ino: 2, file_id: [3; 16], attr: attr(Kind::File, 70_000), target: Vec::new() },
+        Record::Link { parent: 1, name: b"base".to_vec(), ino: 2 },
+        Record::Chunk { ino: 2, index: 1, chunk: ChunkRef { pack: [4; 16], offset: 4096, len: 4504, tag: [5; 16] } },
+        Record::Inode { ino: 3, file_id: [6; 16], attr: attr(Kind::Symlink, 4), target: b"base".to_vec() },
+        Record::Link { parent: 1, name: b"link".to_vec(), ino: 3 },
+        Record::Inode { ino: 4, file_id: [7; 16], attr: attr(Kind::CharDev, 0), target: format::rdev_bytes(0x0103) },
+        Record::Unlink { parent: 1, name: b"link".to_vec() },
+        Record::Drop { ino: 3 },
+    ]);
+    let body = format::encode_records(&recs);
+    put(root, "format_records", "catalog", &body);
+    put(root, "format_records", "root", &format::encode_records(&Catalog::root_records(0, 0, now)));
+
+    let keys = VaultKeys::derive(&master);
+    let segment = pgcryptfs::vault::seal_checkpoint(&h, &keys.meta, 9, [8; 32], &recs);
+    put(root, "format_segment", "checkpoint", &segment);
+
+    let mut journal = format::journal_header(10);
+    for (i, batch) in [&recs[..2], &recs[2..]].iter().enumerate() {
+        let sealed = crypto::seal(&keys.meta, &format::journal_aad(&h, 10, i as u32), &format::encode_records(batch));
+        journal.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        journal.extend_from_slice(&sealed);
+    }
+    put(root, "format_journal", "two-batches", &journal);
+    journal.extend_from_slice(&100u32.to_le_bytes());
+    journal.extend_from_slice(b"torn");
+    put(root, "format_journal", "torn-tail", &journal);
+
+    put(root, "format_names", "segment", format::segment_name(0x2a).as_bytes());
+    put(root, "format_names", "pack", format::pack_name(&[0xab; 16]).as_bytes());
+    put(root, "format_names", "id", format::hex(&[0x0f; 16]).as_bytes());
+
+    let aad = format::rekey_proof_aad(&h, b"pending slot");
+    put(root, "sealed", "proof", &crypto::seal(key(), &aad, master.expose()));
+
+    put(root, "key_transform", "hex", b"4242424242424242424242424242424242424242424242424242424242424242");
+    put(root, "key_transform", "base64", b"QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=");
+    put(root, "key_transform", "raw", b"a raw key of at least 25 bytes");
+
+    let holder = lease::Holder { mount_id: [1; 16], host: "db1.example.org".into(), pid: 4242, started: now.secs, expires: now.secs + 60 };
+    put(root, "lease", "object", &lease::seal(&h, key(), &holder));
+    let mut body = Enc::new();
+    body.raw(&holder.mount_id).u32(holder.pid).i64(holder.started).i64(holder.expires).bytes16(holder.host.as_bytes());
+    put(root, "lease", "body", &body.buf);
+
+    let argv = |a: &[&str]| a.join("\0").into_bytes();
+    put(
+        root,
+        "mount_options",
+        "fstab",
+        &argv(&["s3://b/p", "/mnt/enc", "-o", "key_file=/etc/pgcryptfs/key,key_transform=hex,_netdev,nofail,x-systemd.automount,endpoint=http://127.0.0.1:9000,allow_http,cache_size=4G,sync=store"]),
+    );
+    put(root, "mount_options", "sloppy", &argv(&["/srv/v", "/mnt/enc", "-sfnv", "-o", "ro,bogus,key_env=K", "-oreadahead=16M,threads=8"]));
+
+    for cmd in ["SYNC", "STATUS", "UMOUNT"] {
+        put(root, "control_request", &cmd.to_lowercase(), format!("{cmd}\n").as_bytes());
+    }
+
+    put(
+        root,
+        "aws_profile",
+        "credentials",
+        b"# keys\n[default]\naws_access_key_id = AKDEF\naws_secret_access_key = SKDEF\n\n[backup]\naws_access_key_id=AKB\naws_secret_access_key=SKB\naws_session_token = TOK\n",
+    );
+    put(
+        root,
+        "aws_profile",
+        "config",
+        b"[default]\nregion = eu-west-1\n[profile backup]\nregion = us-east-2\nendpoint_url = http://minio:9000\ns3 =\n  addressing_style = path\n; c\n[profile sso]\nsso_session = corp\n",
+    );
+
+    for s in ["64K", "1G", "65536", "16MiB", " 8 mb"] {
+        put(root, "parse_size", &s.trim().replace(' ', "_"), s.as_bytes());
+    }
+}
