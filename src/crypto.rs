@@ -194,6 +194,18 @@ impl Drop for Secret32 {
     }
 }
 
+/// A process that holds keys writes no core dump: RLIMIT_CORE 0 and PR_SET_DUMPABLE 0 (no
+/// core, no ptrace or /proc/PID/mem by its own user). Idempotent; inherited across fork, and a
+/// program it execs (a key command) starts dumpable again but keeps the limit.
+pub fn forbid_core_dumps() {
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 /// Overwrites a buffer with zeros in a way the compiler cannot elide.
 pub fn wipe(buf: &mut [u8]) {
     init();

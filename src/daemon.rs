@@ -139,12 +139,7 @@ impl Shared {
 /// it is not dumpable (PR_SET_DUMPABLE 0: no core, and no ptrace or /proc/PID/mem by its user).
 /// Inherited by the forked daemon; a key command (exec) starts dumpable again, with the limit.
 pub fn forbid_core_dumps() {
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain syscalls with valid arguments.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_CORE, &zero);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    }
+    crate::crypto::forbid_core_dumps();
 }
 
 /// The `mount` command. Returns the process exit code.

@@ -86,6 +86,8 @@ impl Unlock {
 impl UnlockSpec {
     /// Reads the secrets (runs the key command, asks on the terminal).
     pub fn load(&self) -> Result<Unlock, KeyError> {
+        // Every command that reads a key (mount, gc, export, rekey, key add…) dumps no core.
+        crate::crypto::forbid_core_dumps();
         Ok(match self {
             UnlockSpec::Key { source, transform } => {
                 Unlock::Key { key: load_user_key(source, *transform)?, source: source.describe() }
@@ -150,6 +152,7 @@ pub enum NewSlot {
 
 impl NewSlotSpec {
     pub fn load(&self) -> Result<NewSlot, KeyError> {
+        crate::crypto::forbid_core_dumps();
         Ok(match self {
             NewSlotSpec::Sodium { source, transform } => NewSlot::Sodium(load_user_key(source, *transform)?),
             NewSlotSpec::Command { command, transform } => {

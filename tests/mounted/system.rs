@@ -95,6 +95,10 @@ fn mount8_fstab_and_umount8() {
     let _cleanup = Unmount(vec![v.mnt.clone(), mnt2.clone()]);
     let bad_key = v.dir.path().join("bad-key");
     fs::write(&bad_key, "cd".repeat(32)).unwrap();
+    // 0600, as key files should be (a readable one adds a `chmod 600` warning line).
+    for k in [&bad_key, &v.key] {
+        fs::set_permissions(k, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
     let opts = |key: &Path, cache: &str| {
         format!(
             "key_file={},key_transform=hex,cache_dir={},log_file={}",
