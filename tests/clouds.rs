@@ -76,9 +76,11 @@ fn a_store_that_ignores_conditional_creates_is_refused() {
         .arg("--key-file")
         .arg(&key)
         .args(["--key-transform", "hex"])
-        .env("GOOGLE_SERVICE_ACCOUNT", &sa));
+        .env("GOOGLE_SERVICE_ACCOUNT", &sa)
+        .env("PGCRYPTFS_CACHE_DIR", dir.path().join("host-cache")));
     assert!(!o.status.success(), "init must be refused on a store without conditional creates");
     let err = stderr(&o);
+    eprintln!("init on a store that ignores conditional creates: {}", err.trim());
     assert!(err.contains("gs://backups/unsafe") && err.contains("does not honour conditional creates"), "{err}");
     let creds = credentials_file(dir.path(), "gcs.env", &[format!("GOOGLE_SERVICE_ACCOUNT={}", sa.display())]);
     let o = [

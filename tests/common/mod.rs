@@ -119,9 +119,12 @@ impl Vault {
         Self::on_remote(url, opts, env, server.dir.path().to_path_buf())
     }
 
-    /// A vault at `url` with these store options and credential variables.
-    pub fn on_remote(url: String, store_opts: Vec<String>, env: Vec<(String, String)>, store: PathBuf) -> Self {
+    /// A vault at `url` with these store options and credential variables. The commands get a
+    /// cache root of their own (`PGCRYPTFS_CACHE_DIR`): the host pins kept there are per
+    /// location, and these URLs are the same in every run while the vault behind them is new.
+    pub fn on_remote(url: String, store_opts: Vec<String>, mut env: Vec<(String, String)>, store: PathBuf) -> Self {
         let mut v = Self::bare();
+        env.push(("PGCRYPTFS_CACHE_DIR".into(), v.dir.path().join("host-cache").to_string_lossy().into_owned()));
         (v.url, v.store_opts, v.env, v.store) = (url, store_opts, env, store);
         must(v.cmd("init").arg(&v.url).args(&v.store_opts).args(v.key_args()));
         v
