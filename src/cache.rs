@@ -81,6 +81,14 @@ struct Journal {
     broken: bool,
 }
 
+/// The head segments a cache knows of: the newest this cache's writer saw in the store, and
+/// the one it is writing (its seq and the hash of its bytes), if a commit is under way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KnownHead {
+    pub committed: Option<(u64, [u8; 32])>,
+    pub writing: Option<(u64, [u8; 32])>,
+}
+
 pub struct Cache {
     dir: Dir,
     staging: Dir,
@@ -263,6 +271,34 @@ impl Cache {
         }
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// What this cache knows of the store's metadata chain (`head` file): how recovery tells
+    /// a journal that is in the store from one that another writer's segments passed by.
+    pub fn known_head(&self) -> KnownHead {
+        let text = self.dir.read("head").map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned());
+        let mut h = KnownHead::default();
+        for line in text.unwrap_or_default().lines() {
+            let mut w = line.split(' ');
+            let (Some(what), Some(seq), Some(hash), None) = (w.next(), w.next(), w.next(), w.next()) else { continue };
+            let Some(at) = seq.parse().ok().zip(format::parse_hex_32(hash)) else { continue };
+            match what {
+                "committed" => h.committed = Some(at),
+                "writing" => h.writing = Some(at),
+                _ => {}
+            }
+        }
+        h
+    }
+
+    pub fn record_head(&self, h: &KnownHead) -> Result<()> {
+        let mut text = String::new();
+        for (what, at) in [("committed", h.committed), ("writing", h.writing)] {
+            if let Some((seq, hash)) = at {
+                text.push_str(&format!("{what} {seq} {}\n", format::hex(&hash)));
+            }
+        }
+        self.dir.write_atomic("head", text.as_bytes()).map_err(io_err("recording the committed head"))
     }
 
     /// The writer lease this cache held last, if any.

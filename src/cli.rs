@@ -159,6 +159,19 @@ pub enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Write the files a cache holds that never reached the store (a mount refused with "the
+    /// vault went on without them", after another writer broke its lease) into DEST, decrypted.
+    /// Changes neither the cache nor the store.
+    Salvage {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// A new directory for the salvaged files.
+        dest: PathBuf,
+        /// The cache directory of the refused mount
+        /// [default: /var/cache/pgcryptfs as root, else ~/.cache/pgcryptfs].
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// Write the decrypted tree (or the part under --path) into DEST, without FUSE.
     Export {
         #[command(flatten)]
@@ -416,6 +429,10 @@ pub fn run(cli: Cli) -> i32 {
             return with_target(&vault, |t| crate::export::run(t, &path, &dest, opts));
         }
         Command::Ls { vault, path, long } => return with_target(&vault, |t| finish(ops::ls(t, &path, long))),
+        Command::Salvage { vault, dest, cache_dir } => {
+            let cache = cache_dir.unwrap_or_else(config::default_cache_dir);
+            return with_target(&vault, |t| finish(crate::salvage::run(t, &cache, &dest)));
+        }
         Command::Cat { vault, path } => return with_target(&vault, |t| ops::cat(t, &path)),
         Command::Gc { vault, cache_dir, rewrite_dead_percent, dry_run } => {
             let cache = cache_dir.unwrap_or_else(config::default_cache_dir);

@@ -438,6 +438,16 @@ pub fn parse_hex_id(s: &str) -> Option<Id> {
     Some(id)
 }
 
+/// A 32-byte hash written as `hex` writes it (64 lowercase hex digits).
+pub fn parse_hex_32(s: &str) -> Option<[u8; 32]> {
+    let (a, b) = (s.get(..32)?, s.get(32..)?);
+    let (a, b) = (parse_hex_id(a)?, parse_hex_id(b)?);
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&a);
+    out[16..].copy_from_slice(&b);
+    Some(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Local journal file (cache): header, then length-prefixed sealed batches
 

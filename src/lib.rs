@@ -29,6 +29,7 @@ pub mod ops;
 pub mod pins;
 pub mod readcache;
 pub mod rekey;
+pub mod salvage;
 pub mod store;
 pub mod ticker;
 pub mod uploads;

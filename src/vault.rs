@@ -6,15 +6,16 @@
 //! file lock while calling `commit`). Across store writes only `commit` and `head` are held
 //! (and the catalog during recovery, before any other thread exists).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, KnownHead};
 use crate::catalog::{Catalog, CatalogError};
 use crate::crypto::{self, CryptoError, Secret32};
-use crate::format::{self, ChunkRef, FormatError, Id, Record, SegmentPrefix, VaultHeader};
+use crate::format::{self, ChunkRef, FormatError, Id, Kind, Record, SegmentPrefix, VaultHeader};
 use crate::audit;
 use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
@@ -40,6 +41,8 @@ pub enum VaultError {
     CacheFull(String),
     /// Not the vault expected or pinned, or an older or forked state of it.
     Pin(PinError),
+    /// The cache holds acknowledged writes that another writer's commits passed by.
+    Uncommitted(String),
 }
 
 impl From<PinError> for VaultError {
@@ -62,6 +65,7 @@ impl fmt::Display for VaultError {
             VaultError::Lease(e) => write!(f, "{e}"),
             VaultError::CacheFull(m) => write!(f, "{m}"),
             VaultError::Pin(e) => write!(f, "{e}"),
+            VaultError::Uncommitted(m) => write!(f, "{m}"),
         }
     }
 }
@@ -338,6 +342,43 @@ pub fn seal_checkpoint(header: &VaultHeader, meta: &Secret32, seq: u64, prev_has
     seal_segment(header, meta, format::SEGMENT_CHECKPOINT, seq, prev_hash, &format::encode_records(records))
 }
 
+/// The files that uncommitted records created or wrote, by inode, with their paths as far as
+/// the records' links and the committed catalog name them (`<inode N>` where nothing does).
+pub fn uncommitted_paths(recs: &[Record], committed: &Catalog) -> std::collections::BTreeMap<u64, String> {
+    let mut links: HashMap<u64, (u64, Vec<u8>)> = HashMap::new();
+    let mut written = std::collections::BTreeSet::new();
+    for r in recs {
+        match r {
+            Record::Link { parent, name, ino } => {
+                links.insert(*ino, (*parent, name.clone()));
+            }
+            Record::Chunk { ino, .. } => {
+                written.insert(*ino);
+            }
+            Record::Inode { ino, attr, .. } if attr.kind != Kind::Dir => {
+                written.insert(*ino);
+            }
+            _ => {}
+        }
+    }
+    let path_of = |ino: u64| {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while let Some((parent, name)) = links.get(&cur).filter(|_| parts.len() < 256) {
+            parts.push(String::from_utf8_lossy(name).into_owned());
+            cur = *parent;
+        }
+        let base = match committed.get(cur) {
+            Ok(_) if cur == crate::catalog::ROOT => String::new(),
+            Ok(_) => committed.path_of(cur),
+            Err(_) => format!("<inode {cur}>"),
+        };
+        parts.reverse();
+        if parts.is_empty() { base } else { format!("{}/{}", base.trim_end_matches('/'), parts.join("/")) }
+    };
+    written.into_iter().map(|ino| (ino, path_of(ino))).collect()
+}
+
 /// Present while a rekey is under way or was interrupted (see `rekey`).
 pub const REKEY_PENDING_OBJECT: &str = "rekey/slot";
 /// The new master key of a rekey sealed under the old metadata subkey: only a holder of the
@@ -499,7 +540,22 @@ impl Vault {
         let mut cat = self.catalog.lock().unwrap();
         let mut replayed = 0usize;
         let mut expect = head.seq + 1;
-        for seq in cache.journal_files()? {
+        let known = cache.known_head();
+        let journals = cache.journal_files()?;
+        // A journal the store's chain has passed is in the store only if this cache committed
+        // it; otherwise another writer (after --break-lease) went on without it, and its
+        // acknowledged writes exist nowhere else: refuse, delete nothing.
+        // An empty journal (opened at mount, nothing written) holds nothing to lose.
+        let superseded: Vec<u64> = journals
+            .iter()
+            .copied()
+            .filter(|&seq| seq <= head.seq && !self.committed_here(&known, seq, &head))
+            .filter(|&seq| self.read_journal(cache, seq).map_or(true, |recs| !recs.is_empty()))
+            .collect();
+        if !superseded.is_empty() {
+            return Err(self.uncommitted_error(cache, &cat, &superseded, &head));
+        }
+        for seq in journals {
             if seq <= head.seq {
                 cache.remove_journal(seq)?;
                 continue;
@@ -536,12 +592,59 @@ impl Vault {
                 cache.remove_journal(seq)?;
             }
         }
-        let next = self.head.lock().unwrap().seq + 1;
-        cache.start_journal(next)?;
+        let now = *self.head.lock().unwrap();
+        cache.record_head(&KnownHead { committed: Some((now.seq, now.hash)), writing: None })?;
+        cache.start_journal(now.seq + 1)?;
         Ok(())
     }
 
-    fn read_journal(&self, cache: &Cache, seq: u64) -> Result<Vec<Record>> {
+    /// Whether this cache's writer stored segment `seq` (so journal `seq` is in the store).
+    fn committed_here(&self, known: &KnownHead, seq: u64, head: &Head) -> bool {
+        if known.committed.is_some_and(|(c, _)| seq <= c) {
+            return true;
+        }
+        // Died between storing the segment and recording it: the segment is the one it wrote.
+        match known.writing {
+            Some((w, hash)) if w == seq && head.seq == seq => head.hash == hash,
+            Some((w, hash)) if w == seq => {
+                self.store.get(&format::segment_name(seq)).is_ok_and(|o| crypto::hash32(&o) == hash)
+            }
+            _ => false,
+        }
+    }
+
+    /// The refusal for journals another writer's segments passed by: what they hold, and how
+    /// to save it.
+    fn uncommitted_error(&self, cache: &Cache, cat: &Catalog, journals: &[u64], head: &Head) -> VaultError {
+        let mut names = Vec::new();
+        let mut records = 0usize;
+        for &seq in journals {
+            match self.read_journal(cache, seq) {
+                Ok(recs) => {
+                    records += recs.len();
+                    names.extend(uncommitted_paths(&recs, cat).into_values());
+                }
+                Err(e) => names.push(format!("(journal {seq} unreadable: {e})")),
+            }
+        }
+        names.sort();
+        names.dedup();
+        let shown = names.len().min(10);
+        VaultError::Uncommitted(format!(
+            "the cache {} holds {records} metadata records (journals {journals:?}) that never reached the store, \
+             and the vault went on without them to segment {} (another writer, e.g. one that used --break-lease). \
+             Nothing was deleted. Files written there: {}{}. Save them with `pgcryptfs salvage STORE DEST \
+             --cache-dir DIR` (the same unlock options), then move {} aside to mount with this cache directory",
+            cache.dir().display(),
+            head.seq,
+            names[..shown].join(", "),
+            if names.len() > shown { format!(" and {} more", names.len() - shown) } else { String::new() },
+            cache.dir().display()
+        ))
+    }
+
+    /// The records of cache journal `seq`, authenticated (for recovery and `salvage`).
+    pub fn read_journal(&self, cache: &Cache, seq: u64) -> Result<Vec<Record>> {
         let bytes = cache.read_journal(seq)?;
         let (hseq, batches) =
             format::split_journal(&bytes).map_err(|e| meta_err(format!("cache journal {seq}: {e}")))?;
@@ -735,6 +838,14 @@ impl Vault {
     }
 
     /// Authenticates one sealed chunk (tag and AEAD) without keeping its plaintext.
+    /// Opens a sealed chunk read by the caller (`salvage` reads them from a cache of its own).
+    pub fn open_sealed_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if sealed.len() != c.len as usize {
+            return Err(VaultError::Chunk(format!("pack {} offset {}: short chunk", format::hex(&c.pack), c.offset)));
+        }
+        self.open_chunk(file_id, index, c, sealed, out)
+    }
+
     pub fn authenticate(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8]) -> Result<()> {
         if sealed.len() != c.len as usize {
             return Err(VaultError::Chunk(format!(
@@ -919,6 +1030,13 @@ impl Vault {
             return Err(meta_err(format!("segment {seq} does not follow the head {}", head.seq)));
         }
         let name = format::segment_name(seq);
+        let hash = crypto::hash32(object);
+        if let Some(cache) = &self.cache {
+            // Before the segment can exist: recovery then knows a journal of this seq whose
+            // segment holds these bytes is in the store, not passed by another writer.
+            let known = cache.known_head();
+            cache.record_head(&KnownHead { writing: Some((seq, hash)), ..known })?;
+        }
         match self.store.put_new(&name, object) {
             Ok(()) => {}
             Err(StoreError::AlreadyExists(_)) if self.store.get(&name).is_ok_and(|o| o == object) => {}
@@ -932,7 +1050,13 @@ impl Vault {
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
         head.seq = seq;
-        head.hash = crypto::hash32(object);
+        head.hash = hash;
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.record_head(&KnownHead { committed: Some((seq, hash)), writing: None })
+        {
+            // Only a later recovery's certainty suffers: it then refuses rather than guesses.
+            log::warn!("could not record segment {seq} as committed in the cache: {e}");
+        }
         if let Some((pins, location)) = &self.pins {
             let now = Receipt { fingerprint: self.fingerprint, seq, hash: head.hash };
             if let Err(e) = pins.check_and_record(location, &now, false) {

@@ -864,3 +864,50 @@ fn receipts_and_pins_refuse_rollback_and_replaced_vaults() {
     let o = ls(&["--expect-fingerprint", "0000"]);
     assert!(!o.status.success() && stderr(&o).contains("not a vault fingerprint"), "{}", stderr(&o));
 }
+
+/// A writer whose lease another host broke never loses what it acknowledged: the other host
+/// commits on, the returning cache is refused with the names of what it holds (nothing is
+/// deleted), `pgcryptfs salvage` writes those files out, and with the cache moved aside the
+/// vault mounts with the other host's data.
+#[test]
+#[serial]
+fn a_broken_lease_never_discards_acknowledged_writes() {
+    let v = Vault::new();
+    let m = v.mount(&[]);
+    fs::create_dir(v.path("wal")).unwrap();
+    let seg = pattern(9, 300_000);
+    {
+        let mut f = File::create(v.path("wal/000000010000000000000001")).unwrap();
+        f.write_all(&seg).unwrap();
+        f.sync_all().unwrap(); // acknowledged: durable in this host's cache
+    }
+    m.kill9();
+    // Another host takes the vault (the lease expired and was broken) and commits.
+    fs::remove_file(v.store.join("lock")).unwrap();
+    let other = v.dir.path().join("other-cache");
+    let mount_with = |cache: &Path| {
+        let mut c = v.cmd("mount");
+        c.arg(&v.url).arg(&v.mnt).args(v.key_args()).arg("--cache-dir").arg(cache).arg("--log-file").arg(&v.log);
+        c
+    };
+    must(&mut mount_with(&other));
+    fs::write(v.path("from-the-other-host"), b"other").unwrap();
+    must(Command::new(BIN).arg("umount").arg(&v.mnt));
+    // The returning cache: refused, naming the file, deleting nothing.
+    let o = run(&mut v.mount_cmd(&[]));
+    assert!(!o.status.success(), "the returning cache must be refused");
+    let e = stderr(&o);
+    assert!(e.contains("never reached the store") && e.contains("/wal/000000010000000000000001") && e.contains("salvage"), "{e}");
+    assert!(!is_mounted(&v.mnt));
+    let journals = walk(&v.cache).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("journal-")).count();
+    assert!(journals > 0, "the journal is kept");
+    let dest = v.dir.path().join("salvaged");
+    let o = must(v.cmd("salvage").arg(&v.url).arg(&dest).arg("--cache-dir").arg(&v.cache).args(v.key_args()));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("salvaged 1 files"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(fs::read(dest.join("wal/000000010000000000000001")).unwrap(), seg);
+    // Moved aside, the cache no longer stands in the way.
+    fs::rename(&v.cache, v.dir.path().join("cache-aside")).unwrap();
+    let _m = v.mount(&["--read-only"]);
+    assert_eq!(fs::read(v.path("from-the-other-host")).unwrap(), b"other");
+    assert!(!v.path("wal").exists());
+}
