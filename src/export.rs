@@ -94,7 +94,10 @@ fn set_meta(p: &Path, a: &Attr, keep_setid: bool) -> Result<(), String> {
             return Err(err("chown"));
         }
         // After the chown (which clears setid bits itself), so the final mode is exactly this.
-        if a.kind != Kind::Symlink && libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), export_mode(a, keep_setid), 0) != 0 {
+        // AT_SYMLINK_NOFOLLOW: a link swapped in for the entry is never chmod'ed through.
+        if a.kind != Kind::Symlink
+            && libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), export_mode(a, keep_setid), libc::AT_SYMLINK_NOFOLLOW) != 0
+        {
             return Err(err("chmod"));
         }
         let times = [timespec(&a.atime), timespec(&a.mtime)];
