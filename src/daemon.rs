@@ -474,7 +474,7 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
             use std::sync::atomic::Ordering::Relaxed;
             session.finish(Ok(format!(
                 "staged_bytes={staged} packs_waiting={packs} uploads_queued={} uploads_in_flight={} puts={} \
-                 uploaded_bytes={} upload_rate_bytes_per_s={} segments={} retries={} store_refuses={} last_error={}",
+                 uploaded_bytes={} upload_rate_bytes_per_s={} segments={} retries={} reads_waiting_for_store={} store_refuses={} last_error={}",
                 u.queued,
                 u.in_flight,
                 v.stats.puts.load(Relaxed),
@@ -482,6 +482,7 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 (v.stats.uploaded_bytes.load(Relaxed) as f64 / shared.mounted_at.elapsed().as_secs_f64().max(1.0)) as u64,
                 v.stats.segments.load(Relaxed),
                 u.retries,
+                v.stats.reads_waiting.load(Relaxed),
                 u.refused.as_deref().unwrap_or("no").replace(' ', "_"),
                 u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
             ) + &clean_status(v)));

@@ -119,6 +119,8 @@ struct FrozenCommit {
 /// Counters for status, benchmarks and notes.
 #[derive(Debug, Default)]
 pub struct VaultStats {
+    /// Reads waiting for a store that fails for now (an outage).
+    pub reads_waiting: AtomicU64,
     pub puts: AtomicU64,
     pub uploaded_bytes: AtomicU64,
     pub segments: AtomicU64,
@@ -183,6 +185,8 @@ pub struct Vault {
     catalog: Mutex<Catalog>,
     head: Mutex<Head>,
     commit: Mutex<Option<FrozenCommit>>,
+    /// Since when the cache has been at its dirty bound (writes waiting for room), if it is.
+    full_since: Mutex<Option<std::time::Instant>>,
     /// Records appended to the current cache journal, in order: the next delta segment.
     /// Lock order: catalog → journaled.
     journaled: Mutex<Vec<Record>>,
@@ -482,6 +486,7 @@ impl Vault {
             catalog: Mutex::new(catalog),
             head: Mutex::new(head),
             commit: Mutex::new(None),
+            full_since: Mutex::new(None),
             journaled: Mutex::new(Vec::new()),
             lease: Mutex::new(lease),
             fingerprint,
@@ -667,18 +672,38 @@ impl Vault {
     pub fn seal_chunk(&self, file_id: &Id, index: u64, plain: &[u8]) -> Result<ChunkRef> {
         let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
         let pipelined = self.uploads.workers() > 0;
-        // Back-pressure: with the cache's unstored bytes at the bound, wait for uploads.
-        if pipelined
-            && cache.staged_bytes() >= self.dirty_max
-            && !self.uploads.wait_until(self.store_timeout, || cache.staged_bytes() < self.dirty_max)
-        {
-            return Err(VaultError::CacheFull(format!(
-                "the cache holds {} unstored bytes (bound {}) and the store took none for {:?}{}",
-                cache.staged_bytes(),
-                self.dirty_max,
-                self.store_timeout,
-                self.uploads.status().last_error.map(|e| format!(": {e}")).unwrap_or_default()
-            )));
+        // Back-pressure: with the cache's unstored bytes at the bound, wait for uploads. The
+        // timeout runs from the moment the cache filled, not per chunk: a request sealing many
+        // chunks (a 1 MiB write, an fsync) fails at --store-timeout, never a multiple of it,
+        // and at once while the store refuses uploads.
+        if pipelined && cache.staged_bytes() >= self.dirty_max {
+            let deadline = *self.full_since.lock().unwrap().get_or_insert_with(std::time::Instant::now) + self.store_timeout;
+            let refused = self.uploads.status().refused;
+            let room = refused.is_none()
+                && self.uploads.wait_until(deadline.saturating_duration_since(std::time::Instant::now()), || {
+                    cache.staged_bytes() < self.dirty_max
+                });
+            if !room {
+                let why = match refused {
+                    Some(r) => format!("the store refuses uploads: {r}"),
+                    None => format!(
+                        "the store took none for {:?}{}",
+                        self.store_timeout,
+                        self.uploads.status().last_error.map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                };
+                return Err(VaultError::CacheFull(format!(
+                    "the cache holds {} unstored bytes (bound {}) and {why}",
+                    cache.staged_bytes(),
+                    self.dirty_max
+                )));
+            }
+            *self.full_since.lock().unwrap() = None;
+        } else if pipelined {
+            let mut since = self.full_since.lock().unwrap();
+            if since.is_some() {
+                *since = None;
+            }
         }
         let aad = format::chunk_aad(&self.header, file_id, index);
         let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
@@ -722,11 +747,39 @@ impl Vault {
             return Ok((s, false));
         }
         let at = |e: StoreError| VaultError::Chunk(format!("pack {} offset {offset}: {e}", format::hex(pack)));
-        if let Some(rc) = &self.read_cache {
-            rc.set_budget(self.clean_budget());
-            return rc.read(pack, offset, len).map(|b| (b, true)).map_err(at);
+        // A remote store that fails for a reason that may pass (an outage, a timeout) is
+        // waited for within --store-timeout: a write's read-modify-write during an outage
+        // waits instead of failing. Missing, short or refused objects fail at once.
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(100);
+        let mut waiting = false;
+        let result = loop {
+            let r = match &self.read_cache {
+                Some(rc) => {
+                    rc.set_budget(self.clean_budget());
+                    rc.read(pack, offset, len).map(|b| (b, true))
+                }
+                None => self.store.get_range(&format::pack_name(pack), offset, len).map(|b| (b, false)),
+            };
+            match r {
+                Err(e @ StoreError::Io { .. })
+                    if self.store.is_remote() && started.elapsed() + backoff < self.store_timeout =>
+                {
+                    if !waiting {
+                        waiting = true;
+                        self.stats.reads_waiting.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("a read waits for the store (up to {:?}): {e}", self.store_timeout);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => break other,
+            }
+        };
+        if waiting {
+            self.stats.reads_waiting.fetch_sub(1, Ordering::Relaxed);
         }
-        self.store.get_range(&format::pack_name(pack), offset, len).map(|b| (b, false)).map_err(at)
+        result.map_err(at)
     }
 
     /// Bytes the clean cache may hold: the cache's bound minus what is staged.
@@ -1345,6 +1398,47 @@ mod tests {
         assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
         assert_eq!(read_file(&v, b"b").unwrap(), b"beta");
         assert_eq!(v.catalog().lookup(crate::catalog::ROOT, b"b").unwrap().attr.size, 4);
+    }
+
+    /// A store outage delays a read that must go to the store (a write's read-modify-write of a
+    /// chunk already uploaded): it waits within --store-timeout and succeeds once the store is
+    /// back, instead of failing at once; past the timeout it fails.
+    #[test]
+    fn reads_wait_for_a_store_outage_within_the_timeout() {
+        let mem = Arc::new(MemStore::remote());
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let v = open(&mem, c.path()).unwrap();
+        write_file(&v, b"a", b"alpha");
+        assert!(v.commit().unwrap());
+        v.release_lease().unwrap();
+        drop(v);
+        let root = tempfile::tempdir().unwrap();
+        let opts = |secs| OpenOptions {
+            read_only: true,
+            cache_root: Some(root.path()),
+            readahead: 0,
+            store_timeout: std::time::Duration::from_secs(secs),
+            ..Default::default()
+        };
+        let v = Arc::new(Vault::open(Box::new(mem.clone()), &key(), &opts(30)).unwrap());
+        mem.set_reads_down(true);
+        let reader = {
+            let v = v.clone();
+            std::thread::spawn(move || read_file(&v, b"a"))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert!(!reader.is_finished(), "the read waits while the store is out");
+        assert_eq!(v.stats.reads_waiting.load(Ordering::Relaxed), 1);
+        mem.set_reads_down(false);
+        assert_eq!(reader.join().unwrap().unwrap(), b"alpha");
+        assert_eq!(v.stats.reads_waiting.load(Ordering::Relaxed), 0);
+        drop(v);
+        let v = Vault::open(Box::new(mem.clone()), &key(), &opts(1)).unwrap();
+        mem.set_reads_down(true);
+        let t = std::time::Instant::now();
+        assert!(matches!(read_file(&v, b"a"), Err(VaultError::Chunk(_))));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub struct MemStore {
     remote: bool,
     range_reads: std::sync::atomic::AtomicU64,
     fail_delete_under: Mutex<Option<String>>,
+    /// While set, every ranged read fails as an unreachable store does.
+    reads_down: std::sync::atomic::AtomicBool,
 }
 
 impl MemStore {
@@ -165,8 +167,17 @@ impl MemStore {
         *self.fail_delete_under.lock().unwrap() = Some(prefix.to_string());
     }
 
-    fn count_range_read(&self) {
+    /// An outage of ranged reads (`true`) or its end.
+    pub fn set_reads_down(&self, down: bool) {
+        self.reads_down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn count_range_read(&self) -> Result<()> {
         self.range_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.reads_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Io { key: "range".into(), source: io::Error::other("503 Service Unavailable (injected)") });
+        }
+        Ok(())
     }
 }
 
@@ -233,7 +244,7 @@ impl Store for MemStore {
         self.objects.lock().unwrap().get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))
     }
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.count_range_read();
+        self.count_range_read()?;
         let o = self.objects.lock().unwrap();
         let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let end = offset as usize + len;
@@ -243,7 +254,7 @@ impl Store for MemStore {
         Ok(v[offset as usize..end].to_vec())
     }
     fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.count_range_read();
+        self.count_range_read()?;
         let o = self.objects.lock().unwrap();
         let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let start = (offset as usize).min(v.len());
