@@ -4,6 +4,7 @@
 # Usage: BIN=$(scripts/build-release.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/cargo-env.sh
 cargo build --release --locked -j"${BUILD_JOBS:-2}" --bin pgcryptfs >&2
 # The one place that knows where the binary lands: cargo's own report of its target directory.
 target=$(cargo metadata --format-version 1 --no-deps --locked | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
