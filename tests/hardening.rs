@@ -51,14 +51,27 @@ fn a_cache_directory_others_can_write_or_own_is_refused() {
 #[serial]
 fn the_daemon_writes_no_core_and_keeps_its_log_private() {
     let v = Vault::new();
-    let m = v.mount(&[]);
-    let pid = m.pid();
+    // Started with core dumps allowed (soft and hard limit unlimited): the daemon turns them off.
+    let mut c = v.mount_cmd(&[]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+            libc::setrlimit(libc::RLIMIT_CORE, &inf);
+            Ok(())
+        });
+    }
+    must(&mut c);
+    let log = v.log_text();
+    let line = log.lines().rev().find(|l| l.contains("mounted ")).expect("mount log line");
+    let start = line.find("pgcryptfs[").unwrap() + "pgcryptfs[".len();
+    let pid: u32 = line[start..start + line[start..].find(']').unwrap()].parse().unwrap();
     let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!(&fields[4..6], &["0", "0"], "{core}");
     assert_eq!(fs::metadata(&v.log).unwrap().mode() & 0o777, 0o600, "log mode");
-    m.umount();
+    must(std::process::Command::new(BIN).arg("umount").arg(&v.mnt));
 }
 
 /// Connects to `socket` as uid 65534 (a forked child: only raw system calls after the fork),
