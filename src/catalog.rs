@@ -215,6 +215,9 @@ impl Catalog {
         let corrupt = |m: String| CatalogError::Corrupt(m);
         match rec {
             Record::Inode { ino, file_id, attr, target } => {
+                if *ino == u64::MAX || *ino == 0 {
+                    return Err(corrupt(format!("inode number {ino} out of range")));
+                }
                 if attr.kind.is_device() && format::rdev_of(target).is_none() {
                     return Err(corrupt(format!("device node {ino} without a 4-byte device number")));
                 }
@@ -652,6 +655,19 @@ fn check_name(name: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz target format_records: an inode number at the end of the range made
+    /// `next_ino` overflow; such a record is damage.
+    #[test]
+    fn inode_numbers_at_the_limits_are_damage() {
+        let now = Time::default();
+        let attr = Attr { kind: Kind::File, mode: 0o644, uid: 0, gid: 0, size: 0, atime: now, mtime: now, ctime: now };
+        for ino in [0, u64::MAX] {
+            let mut c = Catalog::new(4096);
+            let r = c.apply(&Record::Inode { ino, file_id: [1; 16], attr: attr.clone(), target: Vec::new() });
+            assert!(matches!(r, Err(CatalogError::Corrupt(_))), "{ino}: {r:?}");
+        }
+    }
 
     fn t(s: i64) -> Time {
         Time { secs: s, nanos: 0 }

@@ -147,16 +147,14 @@ fn open(url: &str, options: &[(String, String)]) -> std::result::Result<Box<dyn 
 pub fn list_command(url: &str, options: &[(String, String)], unlock: Option<&UnlockSpec>) -> std::result::Result<String, String> {
     let store = open(url, options)?;
     let mut out = list(store.as_ref()).map_err(|e| e.to_string())?;
-    out.push(match unlock {
-        Some(spec) => {
-            let unlock = spec.load().map_err(|e| e.to_string())?;
-            let header = vault::read_header(store.as_ref()).map_err(|e| e.to_string())?;
-            let opened = vault::unlock_master(store.as_ref(), &header, &unlock).map_err(|e| e.to_string())?;
-            let meta = keys::VaultKeys::derive(&opened.master).meta;
-            format!("fingerprint: {}", crate::pins::Fingerprint::of(&header.vault_id, &meta))
-        }
-        None => "fingerprint: (give an unlock option, e.g. --key-file, to compute it from the master key)".into(),
-    });
+    // Without a key there is nothing to show: a fingerprint the store could claim is no evidence.
+    if let Some(spec) = unlock {
+        let unlock = spec.load().map_err(|e| e.to_string())?;
+        let header = vault::read_header(store.as_ref()).map_err(|e| e.to_string())?;
+        let opened = vault::unlock_master(store.as_ref(), &header, &unlock).map_err(|e| e.to_string())?;
+        let meta = keys::VaultKeys::derive(&opened.master).meta;
+        out.push(format!("fingerprint: {}", crate::pins::Fingerprint::of(&header.vault_id, &meta)));
+    }
     Ok(out.join("\n"))
 }
 

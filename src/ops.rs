@@ -37,24 +37,6 @@ pub fn verify(t: &Target, path: &str, quick: bool) -> i32 {
     }
 }
 
-/// `export`: failures on stderr, the summary on stdout; exit 1 if any entry failed.
-pub fn export(t: &Target, path: &str, dest: &Path, overwrite: bool) -> i32 {
-    let vault = match offline::open_read_only(t) {
-        Ok(v) => v,
-        Err(e) => return fail(&e),
-    };
-    match export::export(&vault, path, dest, overwrite) {
-        Err(e) => fail(&e),
-        Ok(report) => {
-            for (p, e) in &report.failures {
-                eprintln!("pgcryptfs: export: {p}: {e}");
-            }
-            println!("{}", report.summary(dest));
-            i32::from(!report.failures.is_empty())
-        }
-    }
-}
-
 pub fn ls(t: &Target, path: &str, long: bool) -> Result<String, String> {
     let vault = offline::open_read_only(t)?;
     export::ls(&vault, path, long).map(|s| s.trim_end().to_string())

@@ -10,11 +10,6 @@ fuzz_target!(init: pgcryptfs_fuzz::seeds::write_if_asked(), |data: &[u8]| {
         assert_eq!(encode_records(&recs), data);
         let mut cat = pgcryptfs::catalog::Catalog::new(64 * 1024);
         for r in &recs {
-            // Known, not yet fixed in catalog.rs: an Inode record for ino u64::MAX overflows
-            // `ino + 1` (next_ino); skipped here so that CI's short runs stay green.
-            if matches!(r, pgcryptfs::format::Record::Inode { ino: u64::MAX, .. }) {
-                break;
-            }
             if cat.apply(r).is_err() {
                 break;
             }

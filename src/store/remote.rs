@@ -306,8 +306,17 @@ impl Store for RemoteStore {
         // Mapped, not read: the pack's pages are shared with the page cache (where the staging
         // writes left them) instead of copied onto the heap, one pack per upload in flight.
         let io = |source| StoreError::Io { key: key.to_string(), source };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let payload = if file.metadata().map_err(io)?.len() == 0 {
+        // Never through a link, and only a regular file (the cache is untrusted; a FIFO there
+        // must not block the upload).
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(io)?
+        };
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(std::io::Error::other(format!("{} is not a regular file", path.display()))));
+        }
+        let payload = if meta.len() == 0 {
             PutPayload::new()
         } else {
             // SAFETY: staging packs are closed before upload and never written or truncated

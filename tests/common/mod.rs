@@ -141,10 +141,12 @@ impl Vault {
         v
     }
 
-    /// A pgcryptfs command with this vault's environment.
+    /// A pgcryptfs command with this vault's environment. Its host pins (operator commands)
+    /// live in this vault's own default cache root: store URLs repeat from run to run (the S3
+    /// and cloud emulators' buckets), and a pin left by an earlier run would refuse the new vault.
     pub fn cmd(&self, sub: &str) -> Command {
         let mut c = Command::new(BIN);
-        c.arg(sub).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.arg(sub).env("PGCRYPTFS_CACHE_DIR", self.dir.path().join("host-cache")).envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
