@@ -81,6 +81,9 @@ struct Journal {
     broken: bool,
 }
 
+/// Largest `master-pin`, `lease` or `head` file read (each holds a line or two).
+const SMALL_FILE_MAX: usize = 4096;
+
 /// The head segments a cache knows of: the newest this cache's writer saw in the store, and
 /// the one it is writing (its seq and the hash of its bytes), if a commit is under way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -136,7 +139,7 @@ impl Cache {
     /// vault's master key; later ones refuse a different key unless `accept` (after a rekey).
     pub fn check_master_pin(&self, pin: &[u8; 32], accept: bool) -> Result<()> {
         let want = format::hex(pin);
-        match self.dir.read("master-pin") {
+        match self.dir.read_small("master-pin", SMALL_FILE_MAX) {
             Ok(have) if String::from_utf8_lossy(&have).trim() == want => return Ok(()),
             Ok(_) if !accept => return Err(CacheError::MasterKeyChanged(self.dir.path().join("master-pin"))),
             Ok(_) | Err(_) => {}
@@ -276,7 +279,7 @@ impl Cache {
     /// What this cache knows of the store's metadata chain (`head` file): how recovery tells
     /// a journal that is in the store from one that another writer's segments passed by.
     pub fn known_head(&self) -> KnownHead {
-        let text = self.dir.read("head").map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned());
+        let text = self.dir.read_small("head", SMALL_FILE_MAX).map(|b| String::from_utf8_lossy(&b).into_owned());
         let mut h = KnownHead::default();
         for line in text.unwrap_or_default().lines() {
             let mut w = line.split(' ');
@@ -303,7 +306,7 @@ impl Cache {
 
     /// The writer lease this cache held last, if any.
     pub fn lease_id(&self) -> Option<Id> {
-        let s = self.dir.read("lease").ok()?;
+        let s = self.dir.read_small("lease", SMALL_FILE_MAX).ok()?;
         format::parse_hex_id(String::from_utf8_lossy(&s).trim())
     }
 
@@ -624,6 +627,17 @@ impl Dir {
     pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         io::Read::read_to_end(&mut self.open_read(name)?, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads a small file: at most `max` bytes, and an error if it holds more (a planted huge
+    /// file is not read into memory).
+    pub fn read_small(&self, name: &str, max: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(self.open_read(name)?, max as u64 + 1), &mut out)?;
+        if out.len() > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{name} is larger than {max} bytes")));
+        }
         Ok(out)
     }
 

@@ -184,7 +184,8 @@ impl Session {
         }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let mut line = String::new();
-        BufReader::new(stream.try_clone().ok()?).read_line(&mut line).ok()?;
+        // One short command word: a peer cannot make the daemon buffer an endless line.
+        std::io::Read::take(BufReader::new(stream.try_clone().ok()?), 256).read_line(&mut line).ok()?;
         let mut s = Session { stream };
         s.send(&format!("PID {}", std::process::id()));
         Some((s, line.trim().to_string()))

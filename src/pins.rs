@@ -234,12 +234,12 @@ impl Pins {
     fn load(&self, location: &str) -> Result<Option<Pin>, PinError> {
         let name = Self::name(location);
         let io = |source| PinError::Io { path: self.dir.path().join(&name), source };
-        let bytes = match self.dir.read(&name) {
+        let bytes = match self.dir.read_small(&name, PIN_MAX_BYTES) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
         };
-        let text = std::str::from_utf8(&bytes[..bytes.len().min(PIN_MAX_BYTES)]).ok();
+        let text = std::str::from_utf8(&bytes).ok();
         match text.and_then(Pin::decode).filter(|p| p.location == location.replace('\n', " ")) {
             Some(p) => Ok(Some(p)),
             None => Err(io(io::Error::new(io::ErrorKind::InvalidData, "not a pin file of this location (damaged?)"))),

@@ -69,7 +69,7 @@ pub struct Summary {
 pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<Summary> {
     let header = vault::read_header(store)?;
     let current = vault::unlock_master(store, &header, unlock)?;
-    let pending = match store.get(REKEY_PENDING_OBJECT) {
+    let pending = match store.get_range_upto(REKEY_PENDING_OBJECT, 0, vault::MAX_SLOT_BYTES as usize + 1) {
         Ok(b) => Some((
             keys::open_slots(&header, &[(REKEY_PENDING_OBJECT.into(), b.clone())], unlock).map_err(|e| {
                 RekeyError::Stopped(format!(
@@ -152,7 +152,8 @@ fn check_proof(store: &dyn Store, header: &VaultHeader, old: &VaultKeys, pending
              from the store to start a new rekey"
         ))
     };
-    let proof = match store.get(REKEY_PROOF_OBJECT) {
+    // A proof is one sealed 32-byte key (72 bytes): nothing larger is read.
+    let proof = match store.get_range_upto(REKEY_PROOF_OBJECT, 0, 73) {
         Ok(p) => p,
         Err(StoreError::NotFound(_)) => return Err(refuse("has no proof")),
         Err(e) => return Err(e.into()),

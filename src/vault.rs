@@ -208,7 +208,8 @@ fn meta_err(m: impl Into<String>) -> VaultError {
 
 /// Reads and checks the vault header.
 pub fn read_header(store: &dyn Store) -> Result<VaultHeader> {
-    let bytes = match store.get(format::HEADER_OBJECT) {
+    // One byte past a header at most: a planted huge object is not downloaded.
+    let bytes = match store.get_range_upto(format::HEADER_OBJECT, 0, format::HEADER_LEN + 1) {
         Ok(b) => b,
         Err(StoreError::NotFound(_)) => {
             return Err(VaultError::NotAVault(format!(
@@ -297,7 +298,9 @@ pub fn read_slots(store: &dyn Store) -> Result<Vec<(String, Vec<u8>)>> {
             log::warn!("key slot {name} is {size} bytes, more than any slot can be; skipped");
             continue;
         }
-        match store.get(&name) {
+        // Capped as listed: an object replaced by a larger one since the listing is not read.
+        match store.get_range_upto(&name, 0, MAX_SLOT_BYTES as usize + 1) {
+            Ok(b) if b.len() as u64 > MAX_SLOT_BYTES => log::warn!("key slot {name} grew past {MAX_SLOT_BYTES} bytes; skipped"),
             Ok(b) => slots.push((name, b)),
             Err(StoreError::NotFound(_)) => {} // removed since the listing
             Err(e) => return Err(e.into()),
@@ -1287,6 +1290,16 @@ mod tests {
         ino
     }
 
+    /// A new vault in `mem` holding file `a` ("alpha"), committed by a writer with cache
+    /// `cache` that then let go of the lease.
+    fn committed_alpha(mem: &Arc<MemStore>, cache: &Path) {
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
+        let v = open(mem, cache).unwrap();
+        write_file(&v, b"a", b"alpha");
+        assert!(v.commit().unwrap());
+        v.release_lease().unwrap();
+    }
+
     fn read_file(v: &Vault, name: &[u8]) -> Result<Vec<u8>> {
         let (fid, c) = {
             let cat = v.catalog();
@@ -1352,13 +1365,8 @@ mod tests {
     #[test]
     fn a_cache_refuses_a_changed_master_key_until_told() {
         let mem = Arc::new(MemStore::new());
-        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
         let c = tempfile::tempdir().unwrap();
-        let v = open(&mem, c.path()).unwrap();
-        write_file(&v, b"a", b"alpha");
-        assert!(v.commit().unwrap());
-        v.release_lease().unwrap();
-        drop(v);
+        committed_alpha(&mem, c.path());
         open(&mem, c.path()).unwrap().release_lease().unwrap(); // the same key opens again
         crate::rekey::rekey(mem.as_ref(), &Unlock::key(&key()), &Default::default()).map_err(|e| e.to_string()).unwrap();
         let refused = err_of(open(&mem, c.path()));
@@ -1406,13 +1414,7 @@ mod tests {
     #[test]
     fn reads_wait_for_a_store_outage_within_the_timeout() {
         let mem = Arc::new(MemStore::remote());
-        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
-        let c = tempfile::tempdir().unwrap();
-        let v = open(&mem, c.path()).unwrap();
-        write_file(&v, b"a", b"alpha");
-        assert!(v.commit().unwrap());
-        v.release_lease().unwrap();
-        drop(v);
+        committed_alpha(&mem, tempfile::tempdir().unwrap().path());
         let root = tempfile::tempdir().unwrap();
         let opts = |secs| OpenOptions {
             read_only: true,
@@ -1444,13 +1446,7 @@ mod tests {
     #[test]
     fn a_damaged_clean_cache_is_refetched_but_a_damaged_store_is_an_error() {
         let mem = Arc::new(MemStore::remote()); // a vault keeps a clean read cache only for remote stores
-        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
-        let c1 = tempfile::tempdir().unwrap();
-        let v = open(&mem, c1.path()).unwrap();
-        write_file(&v, b"a", b"alpha");
-        assert!(v.commit().unwrap());
-        v.release_lease().unwrap();
-        drop(v);
+        committed_alpha(&mem, tempfile::tempdir().unwrap().path());
         let root = tempfile::tempdir().unwrap();
         let opts = OpenOptions { read_only: true, cache_root: Some(root.path()), readahead: 0, ..Default::default() };
         let v = Vault::open(Box::new(mem.clone()), &key(), &opts).unwrap();

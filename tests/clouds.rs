@@ -98,12 +98,7 @@ fn one_writer(v: &Vault) {
     let (mnt2, mnt3) = (v.dir.path().join("mnt2"), v.dir.path().join("mnt3"));
     fs::create_dir(&mnt2).unwrap();
     fs::create_dir(&mnt3).unwrap();
-    let other = |mnt: &Path, extra: &[&str]| {
-        let mut c = v.cmd("mount");
-        c.arg(&v.url).arg(mnt).args(&v.store_opts).args(v.key_args());
-        c.arg("--cache-dir").arg(v.dir.path().join("cache2")).arg("--log-file").arg(v.dir.path().join("log2")).args(extra);
-        run(&mut c)
-    };
+    let other = |mnt: &Path, extra: &[&str]| run(&mut v.mount_cmd_at(mnt, &v.dir.path().join("cache2"), &v.dir.path().join("log2"), extra));
     let m = v.mount(&[]);
     let mut f = fs::File::create(v.path("f")).unwrap();
     f.write_all(b"written by the first writer").unwrap();

@@ -555,12 +555,7 @@ fn second_writer_is_refused_and_the_same_cache_resumes() {
     let mnt3 = v.dir.path().join("mnt3");
     fs::create_dir(&mnt2).unwrap();
     fs::create_dir(&mnt3).unwrap();
-    let other = |mnt: &Path, extra: &[&str]| {
-        let mut c = v.cmd("mount");
-        c.arg(&v.url).arg(mnt).args(&v.store_opts).args(v.key_args());
-        c.arg("--cache-dir").arg(v.dir.path().join("cache2")).arg("--log-file").arg(v.dir.path().join("log2")).args(extra);
-        run(&mut c)
-    };
+    let other = |mnt: &Path, extra: &[&str]| run(&mut v.mount_cmd_at(mnt, &v.dir.path().join("cache2"), &v.dir.path().join("log2"), extra));
     let m = v.mount(&[]);
     let mut f = File::create(v.path("f")).unwrap();
     f.write_all(b"written by the first writer").unwrap();
@@ -885,12 +880,7 @@ fn a_broken_lease_never_discards_acknowledged_writes() {
     // Another host takes the vault (the lease expired and was broken) and commits.
     fs::remove_file(v.store.join("lock")).unwrap();
     let other = v.dir.path().join("other-cache");
-    let mount_with = |cache: &Path| {
-        let mut c = v.cmd("mount");
-        c.arg(&v.url).arg(&v.mnt).args(v.key_args()).arg("--cache-dir").arg(cache).arg("--log-file").arg(&v.log);
-        c
-    };
-    must(&mut mount_with(&other));
+    must(&mut v.mount_cmd_at(&v.mnt, &other, &v.log, &[]));
     fs::write(v.path("from-the-other-host"), b"other").unwrap();
     must(Command::new(BIN).arg("umount").arg(&v.mnt));
     // The returning cache: refused, naming the file, deleting nothing.

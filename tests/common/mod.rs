@@ -156,9 +156,15 @@ impl Vault {
 
     /// `pgcryptfs mount` with the vault's key, cache and log, plus `extra`.
     pub fn mount_cmd(&self, extra: &[&str]) -> Command {
+        self.mount_cmd_at(&self.mnt, &self.cache, &self.log, extra)
+    }
+
+    /// A mount of this vault as another mount (another host) would make it: its own mount
+    /// point, cache directory and log.
+    pub fn mount_cmd_at(&self, mnt: &Path, cache: &Path, log: &Path, extra: &[&str]) -> Command {
         let mut c = self.cmd("mount");
-        c.arg(&self.url).arg(&self.mnt).args(&self.store_opts).args(self.key_args());
-        c.arg("--cache-dir").arg(&self.cache).arg("--log-file").arg(&self.log).args(extra);
+        c.arg(&self.url).arg(mnt).args(&self.store_opts).args(self.key_args());
+        c.arg("--cache-dir").arg(cache).arg("--log-file").arg(log).args(extra);
         c
     }
 
