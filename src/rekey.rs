@@ -13,6 +13,7 @@ use crate::format::{self, ChunkRef, Id, Record, Slot, VaultHeader};
 use crate::keys::{self, Opened, Unlock, VaultKeys};
 use crate::lease::{LEASE_OBJECT, Lease};
 use crate::store::{Store, StoreError};
+use crate::pins::{Fingerprint, Pins, Receipt};
 use crate::vault::{self, LEASE_TTL_SECS, REKEY_PENDING_OBJECT, REKEY_PROOF_OBJECT, VaultError};
 
 #[derive(Debug)]
@@ -63,6 +64,15 @@ pub struct Summary {
     pub chunks: usize,
     pub bytes: u64,
     pub slot: Slot,
+    /// The fingerprint the rekey retired (unknown when only the clean-up was left to resume).
+    pub retired: Option<Fingerprint>,
+}
+
+/// The vault's state after a rekey: its new fingerprint and head.
+pub fn state_after(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Result<Receipt> {
+    let keys = vault::unlock(store, header, unlock)?;
+    let (_, seq, hash) = vault::load_records(store, header, &keys)?;
+    Ok(Receipt { fingerprint: Fingerprint::of(&header.vault_id, &keys.meta), seq, hash })
 }
 
 /// Re-encrypts the vault under a new master key, or finishes an interrupted rekey.
@@ -89,7 +99,7 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
         log::info!("resuming an interrupted rekey after its key switch");
         let new_keys = VaultKeys::derive(&p.master);
         finish(store, &header, &p.slot, &new_keys, None)?;
-        return Ok(Summary { packs: 0, chunks: 0, bytes: 0, slot: p.slot.clone() });
+        return Ok(Summary { packs: 0, chunks: 0, bytes: 0, slot: p.slot.clone(), retired: None });
     }
     let old_keys = VaultKeys::derive(&current.master);
     let lease = Lease::acquire(store, &header, &old_keys.meta, LEASE_TTL_SECS, opts.break_lease, None)
@@ -104,7 +114,8 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
         None => start(store, &header, &current, &old_keys)?,
     };
     let new_keys = VaultKeys::derive(&new_master);
-    let mut summary = Summary { packs: 0, chunks: 0, bytes: 0, slot: new_slot.clone() };
+    let retired = Some(Fingerprint::of(&header.vault_id, &old_keys.meta));
+    let mut summary = Summary { packs: 0, chunks: 0, bytes: 0, slot: new_slot.clone(), retired };
     match vault::load_records(store, &header, &old_keys) {
         Ok((records, seq, hash)) => {
             let ctx = Ctx { store, header: &header, old: &old_keys, new: &new_keys, new_slot: &new_slot.slot_id };
@@ -391,14 +402,25 @@ pub fn rekey_command(
     let store = crate::store::open_store(url, options)?;
     let unlock = unlock.load().map_err(|e| e.to_string())?;
     let s = rekey(store.as_ref(), &unlock, opts).map_err(|e| e.to_string())?;
+    // This host retires the old fingerprint for good: an old copy of the vault put back is
+    // refused here, whatever flag a mount is given.
+    let header = vault::read_header(store.as_ref()).map_err(|e| e.to_string())?;
+    let now = state_after(store.as_ref(), &header, &unlock).map_err(|e| e.to_string())?;
+    if let Some(old) = s.retired {
+        let pinned = Pins::open(&crate::config::default_cache_dir()).and_then(|p| p.rekeyed(&store.describe(), old, &now));
+        if let Err(e) = pinned {
+            log::warn!("could not record the retired fingerprint in this host's pins: {e}");
+        }
+    }
     Ok(format!(
         "re-encrypted {} chunks ({} bytes) in {} packs under a new master key; the vault's only key slot is now {} ({}); \
-         add the other keys again with `pgcryptfs key add`",
+         add the other keys again with `pgcryptfs key add`\nfingerprint: {}\nreceipt: {now}",
         s.chunks,
         s.bytes,
         s.packs,
         format::hex(&s.slot.slot_id),
-        keys::method_name(s.slot.method)
+        keys::method_name(s.slot.method),
+        now.fingerprint
     ))
 }
 
