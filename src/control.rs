@@ -136,6 +136,8 @@ pub fn request(mountpoint: &Path, command: &str, mut progress: impl FnMut(u64, u
                 let mut it = rest.split(' ').filter_map(|x| x.parse().ok());
                 progress(it.next().unwrap_or(0), it.next().unwrap_or(0));
             }
+            // Why the daemon is still waiting (a store that refuses, a mount held elsewhere).
+            "WAIT" => eprintln!("pgcryptfs: still waiting: {rest}"),
             "OK" => return Ok(Reply { pid, ok: true, text: rest.to_string() }),
             "ERR" => return Ok(Reply { pid, ok: false, text: rest.to_string() }),
             _ => {}

@@ -124,15 +124,82 @@ struct Shared {
     mounted_at: std::time::Instant,
     /// The service manager, if one asked for notifications (systemd `Type=notify`).
     notifier: Option<Notifier>,
+    /// Set once the kernel let go of the FUSE connection (the session ended).
+    session_ended: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Why an unmount is still waiting, in words, if it is for a reason worth telling: the
+    /// kernel holding the connection (another mount namespace keeps a copy of the mount, or
+    /// files are open there), the store refusing or failing.
+    fn waiting_reason(&self, unmounting: Option<std::time::Instant>) -> Option<String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(since) = unmounting
+            && !self.session_ended.load(SeqCst)
+            && since.elapsed() > Duration::from_secs(3)
+        {
+            let holders = other_namespace_holders(&self.mountpoint);
+            return Some(format!(
+                "the kernel has not released {} yet: {}",
+                self.mountpoint.display(),
+                if holders.is_empty() {
+                    "files may still be open through a copy of the mount in another mount namespace".to_string()
+                } else {
+                    format!("processes in other mount namespaces hold a copy of the mount (pids {})", holders.join(", "))
+                }
+            ));
+        }
+        let u = self.fs.vault().upload_status();
+        if let Some(r) = u.refused {
+            return Some(format!("the store refuses uploads: {r}"));
+        }
+        if u.in_flight > 0
+            && let Some(e) = u.last_error
+        {
+            return Some(format!("the store fails (retrying): {e}"));
+        }
+        None
+    }
+
     /// The upload backlog in words, for the service manager's STATUS.
     fn backlog_status(&self, doing: &str) -> String {
         let (staged, packs) = self.fs.vault().backlog();
         let refused = self.fs.vault().upload_status().refused.map(|r| format!("; the store refuses uploads: {r}")).unwrap_or_default();
         format!("{doing} {}: {staged} bytes in {packs} packs not yet in the store{refused}", self.mountpoint.display())
     }
+}
+
+/// Pids (at most 5) of processes in another mount namespace than this one whose mount table
+/// still has `mountpoint` (a copy made by unshare, a container, systemd's PrivateTmp ...),
+/// which keeps the kernel from releasing the FUSE connection after the unmount here.
+fn other_namespace_holders(mountpoint: &Path) -> Vec<String> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let mine = ns("self");
+    let want = mountpoint.as_os_str().as_bytes();
+    let mut seen_ns = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for e in procs.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Some(theirs) = ns(&pid) else { continue };
+        if Some(&theirs) == mine.as_ref() || !seen_ns.insert(theirs) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        let holds = info.lines().any(|l| {
+            l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want) && l.contains(" - fuse")
+        });
+        if holds {
+            out.push(pid);
+            if out.len() == 5 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The daemon holds keys and plaintext: no core dump of it is ever written (RLIMIT_CORE 0), and
@@ -264,6 +331,7 @@ fn serve(cfg: MountConfig, unlock: Unlock, notifier: std::io::Result<Option<Noti
         answered_cv: Condvar::new(),
         mounted_at: std::time::Instant::now(),
         notifier,
+        session_ended: std::sync::atomic::AtomicBool::new(false),
     });
     spawn_signal_thread(cfg.mountpoint.clone());
     let uploaders: Vec<_> = if cfg.read_only {
@@ -304,6 +372,7 @@ fn serve(cfg: MountConfig, unlock: Unlock, notifier: std::io::Result<Option<Noti
     // waiting for uploads (up to --store-timeout) never starves it.
     let result = shared.fs.vault().with_lease_renewed(|| {
         let run = session.run();
+        shared.session_ended.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = &run {
             log::error!("FUSE session ended with an error: {e}");
         }
@@ -457,9 +526,15 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                         .map(|_| format!("everything written so far is in the store{RECEIPT_SEP}{}", fs.vault().receipt())),
                 );
             });
+            let mut told = None;
             loop {
                 let (staged, packs) = shared.fs.vault().backlog();
                 session.progress(staged, packs);
+                let why = shared.waiting_reason(None);
+                if why.is_some() && why != told {
+                    session.send(&format!("WAIT {}", why.as_deref().unwrap_or_default().replace('\n', " ")));
+                    told = why;
+                }
                 match rx.recv_timeout(Duration::from_millis(500)) {
                     Ok(r) => return session.finish(r.map_err(|e| e.to_string())),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -502,6 +577,8 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 session.finish(Err(msg));
                 return answered(shared);
             }
+            let since = std::time::Instant::now();
+            let mut told = None;
             let mut g = shared.drain.lock().unwrap();
             loop {
                 if let Some(r) = g.as_ref() {
@@ -511,6 +588,12 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 }
                 let (staged, packs) = shared.fs.vault().backlog();
                 session.progress(staged, packs);
+                // Waiting is never silent: a reason, once, whenever it changes.
+                let why = shared.waiting_reason(Some(since));
+                if why.is_some() && why != told {
+                    session.send(&format!("WAIT {}", why.as_deref().unwrap_or_default().replace('\n', " ")));
+                    told = why;
+                }
                 g = shared.drain_cv.wait_timeout(g, Duration::from_millis(500)).unwrap().0;
             }
         }

@@ -901,3 +901,29 @@ fn a_broken_lease_never_discards_acknowledged_writes() {
     assert_eq!(fs::read(v.path("from-the-other-host")).unwrap(), b"other");
     assert!(!v.path("wal").exists());
 }
+
+/// Waiting is never silent: while another mount namespace holds a copy of the mount (the
+/// kernel keeps the FUSE connection), `pgcryptfs umount` says so within seconds, naming the
+/// holder, and finishes once the copy is gone.
+#[test]
+#[serial]
+fn umount_says_why_it_waits_for_a_mount_held_in_another_namespace() {
+    use std::time::{Duration, Instant};
+    let v = Vault::new();
+    let m = v.mount(&[]);
+    fs::write(v.path("f"), b"data").unwrap();
+    // A process in a new mount namespace with a copy of this one (the mount included).
+    let mut holder = Command::new("unshare").args(["--mount", "--propagation", "private", "sleep", "8"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let o = run(Command::new("timeout").arg("60").arg(BIN).arg("umount").arg(&v.mnt));
+    let _ = holder.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("still waiting") && e.contains("another mount namespace") || e.contains("other mount namespaces"), "{e}");
+    assert!(e.contains(&holder.id().to_string()) || e.contains("pids"), "{e}");
+    assert!(t.elapsed() >= Duration::from_secs(5), "the drain waited for the copy: {:?}", t.elapsed());
+    std::mem::forget(m); // unmounted above
+    let _m = v.mount_from_store_only();
+    assert_eq!(fs::read(v.path("f")).unwrap(), b"data");
+}
