@@ -20,6 +20,8 @@ pub enum LeaseError {
     Expired(Holder),
     /// While renewing, the lease turned out to belong to someone else.
     Lost(String),
+    /// Renewals have failed for so long that the lease may lapse before a commit ends.
+    Lapsing(String),
     Unreadable(String),
     Store(StoreError),
 }
@@ -45,6 +47,7 @@ impl fmt::Display for LeaseError {
                 now() - h.expires
             ),
             LeaseError::Lost(m) => write!(f, "the writer lease was lost: {m}"),
+            LeaseError::Lapsing(m) => write!(f, "the writer lease could not be renewed: {m}"),
             LeaseError::Unreadable(m) => write!(f, "the writer lease object is unreadable: {m}"),
             LeaseError::Store(e) => write!(f, "{e}"),
         }

@@ -173,6 +173,8 @@ impl Default for OpenOptions<'_> {
 
 /// How long a writer lease lasts without renewal; the daemon renews it every third of this.
 pub const LEASE_TTL_SECS: i64 = 60;
+/// A commit needs at least this much of the lease left (else it renews first, or waits).
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub struct Vault {
     pub header: VaultHeader,
@@ -192,6 +194,8 @@ pub struct Vault {
     journaled: Mutex<Vec<Record>>,
     lease: Mutex<Option<Lease>>,
     fingerprint: Fingerprint,
+    /// Until when the writer lease is surely ours (monotonic clock), if this is a writer.
+    lease_valid_until: Mutex<Option<std::time::Instant>>,
     /// This host's pins and the location they are kept under: moved forward by every commit.
     pins: Option<(Pins, String)>,
     /// Set when a renewal found the lease taken: no further commits (no split brain).
@@ -479,6 +483,7 @@ impl Vault {
                 return Err(e);
             }
         };
+        let lease_until = lease.as_ref().map(|_| std::time::Instant::now() + std::time::Duration::from_secs(LEASE_TTL_SECS as u64));
         let vault = Vault {
             header,
             keys,
@@ -493,6 +498,7 @@ impl Vault {
             journaled: Mutex::new(Vec::new()),
             lease: Mutex::new(lease),
             fingerprint,
+            lease_valid_until: Mutex::new(lease_until),
             pins,
             lease_lost: std::sync::atomic::AtomicBool::new(false),
             uploads: Uploads::new(),
@@ -981,6 +987,7 @@ impl Vault {
                 "another mount took this vault's writer lease; commits stop, the data stays in the cache".into(),
             )));
         }
+        self.lease_holds_for_a_commit()?;
         // Packs the store refused get one more try per commit (the bucket may exist by now).
         self.uploads.retry_parked();
         let mut frozen = self.commit.lock().unwrap();
@@ -1143,11 +1150,36 @@ impl Vault {
         Ok(())
     }
 
+    /// Commits stop before the lease can lapse: with less than `LEASE_MARGIN` of it left (the
+    /// renewals failed, e.g. the store is out), one renewal is tried now, and if it fails the
+    /// commit is refused (the data stays in the cache; the next commit tries again). Another
+    /// host may break a lapsed lease, so no segment is written on one.
+    fn lease_holds_for_a_commit(&self) -> Result<()> {
+        let until = *self.lease_valid_until.lock().unwrap();
+        let Some(until) = until else { return Ok(()) };
+        if std::time::Instant::now() + LEASE_MARGIN < until {
+            return Ok(());
+        }
+        match self.renew_lease() {
+            Ok(()) => Ok(()),
+            Err(e @ VaultError::Lease(LeaseError::Lost(_))) => Err(e),
+            Err(e) => Err(VaultError::Lease(LeaseError::Lapsing(format!(
+                "{e}; with less than {LEASE_MARGIN:?} of the lease left, commits wait for a renewal (the data stays in the cache)"
+            )))),
+        }
+    }
+
     /// Renews the writer lease; on loss, further commits are refused.
     pub fn renew_lease(&self) -> Result<()> {
         let mut g = self.lease.lock().unwrap();
         let Some(l) = g.as_mut() else { return Ok(()) };
-        match l.renew(self.store.as_ref(), &self.header, &self.keys.meta) {
+        // Valid from before the request: the store may have taken the renewal at its start.
+        let asked = std::time::Instant::now();
+        let renewed = l.renew(self.store.as_ref(), &self.header, &self.keys.meta);
+        if renewed.is_ok() {
+            *self.lease_valid_until.lock().unwrap() = Some(asked + std::time::Duration::from_secs(LEASE_TTL_SECS as u64));
+        }
+        match renewed {
             Err(LeaseError::Lost(m)) => {
                 self.lease_lost.store(true, Ordering::SeqCst);
                 Err(VaultError::Lease(LeaseError::Lost(m)))
@@ -1406,6 +1438,27 @@ mod tests {
         assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
         assert_eq!(read_file(&v, b"b").unwrap(), b"beta");
         assert_eq!(v.catalog().lookup(crate::catalog::ROOT, b"b").unwrap().attr.size, 4);
+    }
+
+    /// Commits stop before the lease can lapse: with little of it left and the renewal failing
+    /// (the store out), a commit is refused and nothing is lost; once a renewal works, it goes on.
+    #[test]
+    fn commits_wait_while_the_lease_cannot_be_renewed() {
+        let mem = Arc::new(MemStore::new());
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let v = open(&mem, c.path()).unwrap();
+        write_file(&v, b"a", b"alpha");
+        *v.lease_valid_until.lock().unwrap() = Some(std::time::Instant::now());
+        mem.set_reads_down(true); // the renewal reads the lease object first
+        let e = v.commit().unwrap_err();
+        assert!(matches!(e, VaultError::Lease(LeaseError::Lapsing(_))), "{e}");
+        mem.set_reads_down(false);
+        assert!(v.commit().unwrap());
+        assert!(v.lease_valid_until.lock().unwrap().is_some_and(|t| t > std::time::Instant::now() + LEASE_MARGIN));
+        v.release_lease().unwrap();
+        drop(v);
+        assert_eq!(read_file(&ro(&mem).unwrap(), b"a").unwrap(), b"alpha");
     }
 
     /// A store outage delays a read that must go to the store (a write's read-modify-write of a
