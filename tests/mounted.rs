@@ -912,9 +912,24 @@ fn umount_says_why_it_waits_for_a_mount_held_in_another_namespace() {
     let v = Vault::new();
     let m = v.mount(&[]);
     fs::write(v.path("f"), b"data").unwrap();
-    // A process in a new mount namespace with a copy of this one (the mount included).
-    let mut holder = Command::new("unshare").args(["--mount", "--propagation", "private", "sleep", "8"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // A process in a new mount namespace with a copy of this one, the mount included; its copy
+    // is made private so the unmount here does not propagate to it. (`--propagation private`
+    // would remount / itself, which fails where / is no mount point, as in a chroot.)
+    let script = format!("mount --make-private '{}' && exec sleep 8", v.mnt.display());
+    let mut holder = Command::new("unshare").args(["--mount", "--propagation", "unchanged", "sh", "-c", &script]).spawn().unwrap();
+    let want = v.mnt.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = fs::read_to_string(format!("/proc/{}/mountinfo", holder.id())).unwrap_or_default();
+        let private_copy = info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()) && !l.contains("shared:"));
+        let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+        if private_copy && ns(&holder.id().to_string()) != ns("self") {
+            break;
+        }
+        assert!(holder.try_wait().unwrap().is_none(), "unshare failed to hold a copy of the mount");
+        assert!(Instant::now() < deadline, "the holder never had a private copy of the mount");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let t = Instant::now();
     let o = run(Command::new("timeout").arg("60").arg(BIN).arg("umount").arg(&v.mnt));
     let _ = holder.wait();
