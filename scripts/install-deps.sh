@@ -26,10 +26,11 @@ PKGS=(fuse3 ca-certificates util-linux)
 if [[ $MODE == build ]]; then
     # gcc, make, pkg-config, libssl-dev, libclang-dev: sequoia-openpgp's OpenSSL backend builds
     #   openssl-sys with bindgen; libsodium is built from source by libsodium-sys-stable.
+    # g++: libFuzzer (C++), built by the cargo-fuzz targets that .ci/run runs.
     # postgresql, postgresql-contrib: the quickstart and the end-to-end tests (pgbench, pg_verifybackup).
     # python3: picks free ports in scripts; gnupg: OpenPGP keys (README recipe, key tests);
     # rsync, tar: the tool tests.
-    PKGS+=(gcc make pkg-config libssl-dev libclang-dev postgresql postgresql-contrib
+    PKGS+=(gcc g++ make pkg-config libssl-dev libclang-dev postgresql postgresql-contrib
            python3 gnupg rsync tar procps)
 fi
 if ((TEST)); then
