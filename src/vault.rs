@@ -560,12 +560,13 @@ impl Vault {
         // it; otherwise another writer (after --break-lease) went on without it, and its
         // acknowledged writes exist nowhere else: refuse, delete nothing.
         // An empty journal (opened at mount, nothing written) holds nothing to lose.
-        let superseded: Vec<u64> = journals
-            .iter()
-            .copied()
-            .filter(|&seq| seq <= head.seq && !self.committed_here(&known, seq, &head))
-            .filter(|&seq| self.read_journal(cache, seq).map_or(true, |recs| !recs.is_empty()))
-            .collect();
+        let mut superseded = Vec::new();
+        for &seq in journals.iter().filter(|&&seq| seq <= head.seq && !self.committed_here(&known, seq, &head)) {
+            match self.read_journal(cache, seq) {
+                Ok(recs) if recs.is_empty() => {}
+                read => superseded.push((seq, read)),
+            }
+        }
         if !superseded.is_empty() {
             return Err(self.uncommitted_error(cache, &cat, &superseded, &head));
         }
@@ -629,18 +630,19 @@ impl Vault {
 
     /// The refusal for journals another writer's segments passed by: what they hold, and how
     /// to save it.
-    fn uncommitted_error(&self, cache: &Cache, cat: &Catalog, journals: &[u64], head: &Head) -> VaultError {
+    fn uncommitted_error(&self, cache: &Cache, cat: &Catalog, read: &[(u64, Result<Vec<Record>>)], head: &Head) -> VaultError {
         let mut names = Vec::new();
         let mut records = 0usize;
-        for &seq in journals {
-            match self.read_journal(cache, seq) {
+        for (seq, recs) in read {
+            match recs {
                 Ok(recs) => {
                     records += recs.len();
-                    names.extend(uncommitted_paths(&recs, cat).into_values());
+                    names.extend(uncommitted_paths(recs, cat).into_values());
                 }
                 Err(e) => names.push(format!("(journal {seq} unreadable: {e})")),
             }
         }
+        let journals: Vec<u64> = read.iter().map(|(seq, _)| *seq).collect();
         names.sort();
         names.dedup();
         let shown = names.len().min(10);
@@ -899,16 +901,8 @@ impl Vault {
         .map_err(|(_, e)| e)
     }
 
-    /// Authenticates one sealed chunk (tag and AEAD) without keeping its plaintext.
     /// Opens a sealed chunk read by the caller (`salvage` reads them from a cache of its own).
     pub fn open_sealed_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        if sealed.len() != c.len as usize {
-            return Err(VaultError::Chunk(format!("pack {} offset {}: short chunk", format::hex(&c.pack), c.offset)));
-        }
-        self.open_chunk(file_id, index, c, sealed, out)
-    }
-
-    pub fn authenticate(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8]) -> Result<()> {
         if sealed.len() != c.len as usize {
             return Err(VaultError::Chunk(format!(
                 "pack {} offset {}: {} bytes where the metadata records {}",
@@ -918,8 +912,13 @@ impl Vault {
                 c.len
             )));
         }
+        self.open_chunk(file_id, index, c, sealed, out)
+    }
+
+    /// Authenticates one sealed chunk (tag and AEAD) without keeping its plaintext.
+    pub fn authenticate(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8]) -> Result<()> {
         let mut plain = Vec::with_capacity(sealed.len());
-        let r = self.open_chunk(file_id, index, c, sealed, &mut plain);
+        let r = self.open_sealed_chunk(file_id, index, c, sealed, &mut plain);
         crypto::wipe(&mut plain);
         r
     }
@@ -1096,9 +1095,10 @@ impl Vault {
         let hash = crypto::hash32(object);
         if let Some(cache) = &self.cache {
             // Before the segment can exist: recovery then knows a journal of this seq whose
-            // segment holds these bytes is in the store, not passed by another writer.
-            let known = cache.known_head();
-            cache.record_head(&KnownHead { writing: Some((seq, hash)), ..known })?;
+            // segment holds these bytes is in the store, not passed by another writer. What
+            // this cache committed is the head it extends (recorded at mount and each commit).
+            let committed = Some((head.seq, head.hash));
+            cache.record_head(&KnownHead { committed, writing: Some((seq, hash)) })?;
         }
         match self.store.put_new(&name, object) {
             Ok(()) => {}
