@@ -45,8 +45,13 @@ pub fn init(cfg: &InitConfig) -> Result<String, String> {
 /// The mountinfo line of the file system mounted at `path`, if any (the last one wins).
 fn mountinfo_line(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo_line_in(&info, path).map(String::from)
+}
+
+/// The last line of a mountinfo table whose mount point is `path`.
+fn mountinfo_line_in<'a>(info: &'a str, path: &Path) -> Option<&'a str> {
     let want = path.as_os_str().as_bytes();
-    info.lines().rev().find(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want)).map(String::from)
+    info.lines().rev().find(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want))
 }
 
 /// True if `path` is the mount point of some mounted file system.
@@ -175,7 +180,6 @@ impl Shared {
 fn other_namespace_holders(mountpoint: &Path) -> Vec<String> {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
     let mine = ns("self");
-    let want = mountpoint.as_os_str().as_bytes();
     let mut seen_ns = std::collections::HashSet::new();
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
@@ -189,10 +193,7 @@ fn other_namespace_holders(mountpoint: &Path) -> Vec<String> {
             continue;
         }
         let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-        let holds = info.lines().any(|l| {
-            l.split(' ').nth(4).is_some_and(|mp| unescape_mount(mp).as_slice() == want) && l.contains(" - fuse")
-        });
-        if holds {
+        if mountinfo_line_in(&info, mountpoint).is_some_and(|l| l.contains(" - fuse")) {
             out.push(pid);
             if out.len() == 5 {
                 break;

@@ -816,9 +816,11 @@ fn receipt_of(out: &str) -> String {
 fn receipts_and_pins_refuse_rollback_and_replaced_vaults() {
     let v = Vault::new();
     let host = v.dir.path().join("host-cache"); // pins of the operator commands
-    let ls = |extra: &[&str]| {
-        run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", &host).arg(&v.url).args(v.key_args()).args(extra))
+    // `ls` as seen from a host whose operator pins live in `pins`.
+    let ls_on = |pins: &Path, extra: &[&str]| {
+        run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", pins).arg(&v.url).args(v.key_args()).args(extra))
     };
+    let ls = |extra: &[&str]| ls_on(&host, extra);
     let listed = must(v.cmd("key").arg("list").arg(&v.url).args(v.key_args()));
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     let fp = listed.lines().find_map(|l| l.strip_prefix("fingerprint: ")).expect("key list prints the fingerprint").to_string();
@@ -845,16 +847,16 @@ fn receipts_and_pins_refuse_rollback_and_replaced_vaults() {
     let o = ls(&["--expect-receipt", &r2]); // this host's operator pins saw r2 too
     assert!(!o.status.success() && stderr(&o).contains("rolled back"), "{}", stderr(&o));
     let fresh = v.dir.path().join("fresh-host");
-    let o = run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", &fresh).arg(&v.url).args(v.key_args()).args(["--expect-receipt", &r2]));
+    let o = ls_on(&fresh, &["--expect-receipt", &r2]);
     assert!(!o.status.success() && stderr(&o).contains("rolled back"), "a restore host given r2: {}", stderr(&o));
-    let o = run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", &fresh).arg(&v.url).args(v.key_args()).args(["--expect-receipt", &r1]));
+    let o = ls_on(&fresh, &["--expect-receipt", &r1]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("first"), "{}", stderr(&o));
     // Another vault (same key even) at the same location.
     fs::remove_dir_all(&v.store).unwrap();
     must(v.cmd("init").arg(&v.url).args(v.key_args()));
     let o = run(&mut v.mount_cmd(&[]));
     assert!(!o.status.success() && stderr(&o).contains("not the vault"), "{}", stderr(&o));
-    let o = run(v.cmd("ls").env("PGCRYPTFS_CACHE_DIR", v.dir.path().join("third-host")).arg(&v.url).args(v.key_args()).args(["--expect-fingerprint", &fp]));
+    let o = ls_on(&v.dir.path().join("third-host"), &["--expect-fingerprint", &fp]);
     assert!(!o.status.success() && stderr(&o).contains("fingerprint"), "{}", stderr(&o));
     let o = ls(&["--expect-fingerprint", "0000"]);
     assert!(!o.status.success() && stderr(&o).contains("not a vault fingerprint"), "{}", stderr(&o));
