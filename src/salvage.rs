@@ -22,7 +22,7 @@ struct Seen {
 
 /// Exports every regular file the uncommitted journals of `cache_root`'s cache of this vault
 /// wrote into `dest` (which must not exist): under its path as far as the journals and the
-/// committed tree name it, else `inode-N`. Returns a summary; a file whose chunks do not open
+/// committed tree name it (`_inode N_` for a part nothing names). Returns a summary; a file whose chunks do not open
 /// is reported, not written.
 pub fn run(t: &Target, cache_root: &Path, dest: &Path) -> Result<String, String> {
     let vault = offline::open_read_only(t)?;
@@ -36,15 +36,15 @@ pub fn run(t: &Target, cache_root: &Path, dest: &Path) -> Result<String, String>
     for &seq in &journals {
         all.extend(vault.read_journal(&cache, seq).map_err(|e| e.to_string())?);
     }
-    for rec in all.iter().cloned() {
+    for rec in &all {
         match rec {
             Record::Inode { ino, file_id, attr, .. } if attr.kind == Kind::File => {
-                let s = seen.entry(ino).or_default();
+                let s = seen.entry(*ino).or_default();
                 s.chunks.retain(|&i, _| i < format::chunk_count(attr.size, vault.chunk_size()));
-                s.file = Some((file_id, attr));
+                s.file = Some((*file_id, attr.clone()));
             }
             Record::Chunk { ino, index, chunk } => {
-                seen.entry(ino).or_default().chunks.insert(index, chunk);
+                seen.entry(*ino).or_default().chunks.insert(*index, *chunk);
             }
             _ => {}
         }
