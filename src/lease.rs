@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::crypto::{self, Secret32};
 use crate::format::{self, Dec, Enc, Id, VaultHeader};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Version};
 
 pub const LEASE_OBJECT: &str = "lock";
 const LEASE_MAGIC: &[u8; 8] = b"PGCFSLCK";
@@ -106,10 +106,18 @@ pub fn seal_body(header: &VaultHeader, key: &Secret32, body: &[u8]) -> Vec<u8> {
     out.buf
 }
 
-/// Reads the lease object, at most one byte more than `MAX_LEASE_BYTES` (a planted huge `lock`
-/// object is not downloaded; `open` refuses it as unreadable).
-fn get(store: &dyn Store) -> Result<Vec<u8>, StoreError> {
-    store.get_range_upto(LEASE_OBJECT, 0, MAX_LEASE_BYTES + 1)
+/// Reads the lease object and its version, at most one byte more than `MAX_LEASE_BYTES` (a
+/// planted huge `lock` object is not downloaded; `open` refuses it as unreadable).
+fn get(store: &dyn Store) -> Result<(Vec<u8>, Version), StoreError> {
+    store.get_versioned(LEASE_OBJECT, MAX_LEASE_BYTES + 1)
+}
+
+/// A conditional replace that found the lease changed: someone else wrote it meanwhile.
+fn replaced(what: &str) -> impl FnOnce(StoreError) -> LeaseError + '_ {
+    move |e| match e {
+        StoreError::Changed(_) => LeaseError::Lost(format!("another mount wrote the lock object while this one {what}")),
+        e => e.into(),
+    }
 }
 
 /// Decodes and authenticates a lease object (pub for the fuzz target `lease`).
@@ -180,15 +188,15 @@ impl Lease {
                 Err(StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            let other = match get(store) {
-                Ok(b) => open(header, key, &b)?,
+            let (other, version) = match get(store) {
+                Ok((b, v)) => (open(header, key, &b)?, v),
                 Err(StoreError::NotFound(_)) => continue, // released meanwhile: try again
                 Err(e) => return Err(e.into()),
             };
             if Some(other.mount_id) == resume {
                 log::info!("resuming this cache's writer lease (held by {} pid {})", other.host, other.pid);
                 me.mount_id = other.mount_id;
-                store.put(LEASE_OBJECT, &seal(header, key, &me))?;
+                store.put_replacing(LEASE_OBJECT, &seal(header, key, &me), &version).map_err(replaced("resumed it"))?;
                 return Ok(Lease { me, ttl: ttl_secs });
             }
             if other.expires > now() {
@@ -203,30 +211,36 @@ impl Lease {
                 other.pid,
                 other.expires
             );
-            store.delete(LEASE_OBJECT)?;
+            // Replaced only in the version found expired: a holder that renewed meanwhile,
+            // or a second breaker, keeps it.
+            store.put_replacing(LEASE_OBJECT, &seal(header, key, &me), &version).map_err(replaced("broke the expired lease"))?;
+            return Ok(Lease { me, ttl: ttl_secs });
         }
-        Err(LeaseError::Lost("another mount took the lease while this one broke the expired lease".into()))
+        Err(LeaseError::Lost("the lock object came and went while this mount tried to take it".into()))
     }
 
-    /// Extends the lease; fails if someone else holds it now.
+    /// Extends the lease: a replace conditional on the version that was read and found ours,
+    /// so a lease another mount broke and took meanwhile is never overwritten.
     pub fn renew(&mut self, store: &dyn Store, header: &VaultHeader, key: &Secret32) -> Result<(), LeaseError> {
-        let current = match get(store) {
-            Ok(b) => open(header, key, &b)?,
+        let (current, version) = match get(store) {
+            Ok((b, v)) => (open(header, key, &b)?, v),
             Err(StoreError::NotFound(_)) => return Err(LeaseError::Lost("the lock object was deleted".into())),
             Err(e) => return Err(e.into()),
         };
         if current.mount_id != self.me.mount_id {
             return Err(LeaseError::Lost(format!("it is now held by {} pid {}", current.host, current.pid)));
         }
-        self.me.expires = now() + self.ttl;
-        store.put(LEASE_OBJECT, &seal(header, key, &self.me))?;
+        let mut next = self.me.clone();
+        next.expires = now() + self.ttl;
+        store.put_replacing(LEASE_OBJECT, &seal(header, key, &next), &version).map_err(replaced("renewed its lease"))?;
+        self.me = next;
         Ok(())
     }
 
     /// Gives the lease up (only if it is still ours).
     pub fn release(&self, store: &dyn Store, header: &VaultHeader, key: &Secret32) -> Result<(), LeaseError> {
         match get(store) {
-            Ok(b) if open(header, key, &b).is_ok_and(|h| h.mount_id == self.me.mount_id) => {
+            Ok((b, _)) if open(header, key, &b).is_ok_and(|h| h.mount_id == self.me.mount_id) => {
                 store.delete(LEASE_OBJECT)?;
                 log::info!("released the writer lease");
                 Ok(())
@@ -282,13 +296,93 @@ mod tests {
         assert!(matches!(Lease::acquire(&s, &other, &k, 60, true, None), Err(LeaseError::Unreadable(_))));
     }
 
+    /// A store in which another host acts between a renewal's read and its write (the race a
+    /// plain overwrite lost): `before_replace` runs once, just before the first conditional
+    /// replace reaches the store.
+    struct Racing {
+        inner: MemStore,
+        before_replace: std::sync::Mutex<Option<Box<dyn FnOnce(&MemStore) + Send>>>,
+    }
+
+    impl Store for Racing {
+        fn describe(&self) -> String {
+            "racing".into()
+        }
+        fn put(&self, key: &str, data: &[u8]) -> crate::store::Result<()> {
+            self.inner.put(key, data)
+        }
+        fn put_new(&self, key: &str, data: &[u8]) -> crate::store::Result<()> {
+            self.inner.put_new(key, data)
+        }
+        fn get(&self, key: &str) -> crate::store::Result<Vec<u8>> {
+            self.inner.get(key)
+        }
+        fn get_versioned(&self, key: &str, len: usize) -> crate::store::Result<(Vec<u8>, Version)> {
+            self.inner.get_versioned(key, len)
+        }
+        fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> crate::store::Result<()> {
+            if let Some(f) = self.before_replace.lock().unwrap().take() {
+                f(&self.inner);
+            }
+            self.inner.put_replacing(key, data, version)
+        }
+        fn get_range(&self, key: &str, offset: u64, len: usize) -> crate::store::Result<Vec<u8>> {
+            self.inner.get_range(key, offset, len)
+        }
+        fn list(&self, prefix: &str) -> crate::store::Result<Vec<(String, u64)>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> crate::store::Result<()> {
+            self.inner.delete(key)
+        }
+        fn is_empty(&self) -> crate::store::Result<bool> {
+            self.inner.is_empty()
+        }
+    }
+
+    /// Renewal is a conditional update: a mount whose lease expired and was broken by another
+    /// host between the renewal's read and its write loses the lease, and the new holder's
+    /// lease object stays as it wrote it. Two hosts breaking one expired lease: one wins.
+    #[test]
+    fn renewal_and_breaking_never_overwrite_a_lease_taken_meanwhile() {
+        let k = Secret32::from_bytes([1; 32]);
+        let s = Racing { inner: MemStore::new(), before_replace: std::sync::Mutex::new(None) };
+        let mut a = Lease::acquire(&s, &header(), &k, -5, false, None).ok().unwrap();
+        let kb = Secret32::from_bytes([1; 32]);
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let t = taken.clone();
+        *s.before_replace.lock().unwrap() = Some(Box::new(move |m: &MemStore| {
+            *t.lock().unwrap() = Some(Lease::acquire(m, &header(), &kb, 60, true, None).ok().unwrap().id());
+        }));
+        let e = a.renew(&s, &header(), &k).unwrap_err();
+        assert!(matches!(&e, LeaseError::Lost(m) if m.contains("another mount wrote")), "{e}");
+        let b = taken.lock().unwrap().unwrap();
+        let (now, _) = get(&s.inner).unwrap();
+        assert_eq!(open(&header(), &k, &now).unwrap().mount_id, b, "the breaker's lease stands");
+        assert!(matches!(a.renew(&s, &header(), &k), Err(LeaseError::Lost(_))));
+
+        // Two breakers of one expired lease: the second, racing the first, is refused.
+        let s = Racing { inner: MemStore::new(), before_replace: std::sync::Mutex::new(None) };
+        Lease::acquire(&s, &header(), &k, -5, false, None).ok().unwrap();
+        let kc = Secret32::from_bytes([1; 32]);
+        let first = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let f = first.clone();
+        *s.before_replace.lock().unwrap() = Some(Box::new(move |m: &MemStore| {
+            *f.lock().unwrap() = Some(Lease::acquire(m, &header(), &kc, 60, true, None).ok().unwrap().id());
+        }));
+        let e = Lease::acquire(&s, &header(), &k, 60, true, None).err().unwrap();
+        assert!(matches!(&e, LeaseError::Lost(m) if m.contains("broke the expired lease")), "{e}");
+        let (now, _) = get(&s.inner).unwrap();
+        assert_eq!(Some(open(&header(), &k, &now).unwrap().mount_id), *first.lock().unwrap());
+    }
+
     #[test]
     fn oversized_or_other_version_leases_are_unreadable() {
         let s = MemStore::new();
         let k = Secret32::from_bytes([1; 32]);
         // A planted multi-megabyte lock object is read no further than the cap.
         s.put(LEASE_OBJECT, &vec![0u8; 8 << 20]).unwrap();
-        assert_eq!(get(&s).unwrap().len(), MAX_LEASE_BYTES + 1);
+        assert_eq!(get(&s).unwrap().0.len(), MAX_LEASE_BYTES + 1);
         let e = Lease::acquire(&s, &header(), &k, 60, true, None).err().unwrap();
         assert!(matches!(&e, LeaseError::Unreadable(m) if m.contains("larger")), "{e}");
         // A lease of another format version is refused before it is opened.

@@ -89,6 +89,14 @@ fn a_store_that_ignores_conditional_creates_is_refused() {
     ];
     let store = pgcryptfs::store::open_store(&url, &o).unwrap();
     assert!(store.is_empty().unwrap(), "the refused init left objects: {:?}", store.list(""));
+    // The same store ignores `x-goog-if-generation-match` on replaces too: a lease renewal
+    // (a replace conditional on the version read) is refused naming the store, not sent blind.
+    store.put("lock", b"one").unwrap();
+    let (_, version) = store.get_versioned("lock", 16).unwrap();
+    let e = store.put_replacing("lock", b"two", &version).unwrap_err();
+    eprintln!("a conditional replace on that store: {e}");
+    assert!(e.is_permanent() && e.to_string().contains("does not honour conditional replaces"), "{e}");
+    store.delete("lock").unwrap();
 }
 
 /// One writer per vault on this store: a second writable mount (another cache) is refused

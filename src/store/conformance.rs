@@ -38,9 +38,31 @@ pub fn run(s: &dyn Store) -> Result<(), String> {
         "conditional create of an existing object must be AlreadyExists"
     );
     check!(s.get("meta/1").map_err(e)? == b"one", "a refused conditional create changes nothing");
+    // Conditional replace: only from the version read; a stale version, or a deleted object, is Changed.
+    let (body, v1) = s.get_versioned("meta/1", 64).map_err(e)?;
+    check!(body == b"one", "get_versioned returns the object");
+    check!(s.get_versioned("meta/1", 2).map_err(e)?.0 == b"on", "get_versioned stops at its length");
+    s.put_replacing("meta/1", b"three", &v1).map_err(e)?;
+    check!(s.get("meta/1").map_err(e)? == b"three", "a conditional replace from the current version replaces");
+    check!(
+        matches!(s.put_replacing("meta/1", b"four", &v1), Err(StoreError::Changed(_))),
+        "a conditional replace from a stale version must be Changed"
+    );
+    check!(s.get("meta/1").map_err(e)? == b"three", "a refused conditional replace changes nothing");
+    let (_, v3) = s.get_versioned("meta/1", 64).map_err(e)?;
+    check!(v3 != v1, "a replace gives the object a new version");
+    s.put_new("meta/2", b"x").map_err(e)?;
+    let (_, vx) = s.get_versioned("meta/2", 64).map_err(e)?;
+    s.delete("meta/2").map_err(e)?;
+    check!(
+        matches!(s.put_replacing("meta/2", b"y", &vx), Err(StoreError::Changed(_))),
+        "a conditional replace of a deleted object must be Changed"
+    );
+    check!(matches!(s.get("meta/2"), Err(StoreError::NotFound(_))), "a refused replace does not recreate");
+    check!(matches!(s.get_versioned("meta/zz", 4), Err(StoreError::NotFound(_))), "get_versioned of a missing object");
     s.put("top", b"t").map_err(e)?;
     check!(s.list("packs/").map_err(e)? == vec![("packs/a".to_string(), 8)], "list by prefix with sizes");
-    check!(s.list("meta/").map_err(e)? == vec![("meta/1".to_string(), 3)], "list another prefix");
+    check!(s.list("meta/").map_err(e)? == vec![("meta/1".to_string(), 5)], "list another prefix");
     check!(s.list("nothing/").map_err(e)?.is_empty(), "list of an empty prefix");
     // A name of its own per run: suites on several stores may run at once in one process.
     let tmp = std::env::temp_dir().join(format!("pgcfs-conformance-{}", crate::format::hex(&crate::crypto::random_id())));

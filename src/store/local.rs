@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, Version};
 
 /// A directory on a local (or network) file system. Puts go to a temporary file that is
 /// fsynced and renamed into place, then the directory is fsynced.
@@ -152,6 +152,33 @@ impl LocalStore {
         self.sync_dir(key)
     }
 
+    /// Runs `f` holding an exclusive `flock` on the directory of `key`: conditional creates,
+    /// conditional replaces and deletes of one directory are serialised between processes.
+    fn locked<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_dirs(key)?;
+        let dir = self.path(key).parent().expect("keys have a parent").to_path_buf();
+        fs::create_dir_all(&dir).map_err(Self::io(key))?;
+        self.check_dirs(key)?;
+        let d = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&dir)
+            .map_err(Self::io(key))?;
+        // SAFETY: flock on a descriptor we own; the lock goes with the descriptor.
+        while unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&d), libc::LOCK_EX) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(Self::io(key)(e));
+            }
+        }
+        f()
+    }
+
+    /// An object's version: its inode, size and change time (every put makes a new file).
+    fn version_of(meta: &fs::Metadata) -> Version {
+        Version::tag(format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.len(), meta.ctime(), meta.ctime_nsec()))
+    }
+
     fn sync_dir(&self, key: &str) -> Result<()> {
         let dir = self.path(key).parent().expect("keys have a parent").to_path_buf();
         File::open(&dir).and_then(|d| d.sync_all()).map_err(Self::io(key))
@@ -173,7 +200,7 @@ impl Store for LocalStore {
     fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
         let tmp = self.write_temp(key, |f| f.write_all(data))?;
         // link(2) fails with EEXIST atomically, unlike rename.
-        let linked = fs::hard_link(&tmp, self.path(key));
+        let linked = self.locked(key, || Ok(fs::hard_link(&tmp, self.path(key))))?;
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => self.sync_dir(key),
@@ -215,6 +242,35 @@ impl Store for LocalStore {
             }
             Err(e) => Err(Self::io(key)(e)),
         }
+    }
+
+    fn get_versioned(&self, key: &str, len: usize) -> Result<(Vec<u8>, Version)> {
+        let f = self.open_object(key)?;
+        let version = Self::version_of(&f.metadata().map_err(Self::io(key))?);
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(&f, len as u64), &mut out).map_err(Self::io(key))?;
+        Ok((out, version))
+    }
+
+    fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> Result<()> {
+        self.forget_open(key);
+        let tmp = self.write_temp(key, |f| f.write_all(data))?;
+        let done = self.locked(key, || {
+            let now = match self.open_object(key) {
+                Ok(f) => Some(Self::version_of(&f.metadata().map_err(Self::io(key))?)),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if now.as_ref() != Some(version) {
+                return Err(StoreError::Changed(key.to_string()));
+            }
+            fs::rename(&tmp, self.path(key)).map_err(Self::io(key))
+        });
+        if done.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        done?;
+        self.sync_dir(key)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -280,10 +336,15 @@ impl Store for LocalStore {
     fn delete(&self, key: &str) -> Result<()> {
         self.forget_open(key);
         self.check_dirs(key)?;
-        match fs::remove_file(self.path(key)) {
+        let removed = || match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Self::io(key)(e)),
+        };
+        // Deleting from a directory that is not there needs no lock (and must not create it).
+        match fs::symlink_metadata(self.path(key).parent().expect("keys have a parent")) {
+            Ok(_) => self.locked(key, removed),
+            Err(_) => removed(),
         }
     }
 

@@ -23,6 +23,8 @@ pub enum StoreError {
     NotFound(String),
     /// A conditional create found the object already there.
     AlreadyExists(String),
+    /// A conditional replace found the object changed (or gone) since the version it was given.
+    Changed(String),
     Io { key: String, source: io::Error },
     /// A ranged read asked for bytes past the end of the object.
     ShortObject { key: String, want: u64, have: u64 },
@@ -44,6 +46,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::NotFound(k) => write!(f, "object {k} does not exist"),
             StoreError::AlreadyExists(k) => write!(f, "object {k} already exists"),
+            StoreError::Changed(k) => write!(f, "object {k} changed since it was read"),
             StoreError::Io { key, source } => write!(f, "store I/O error on {key}: {source}"),
             StoreError::ShortObject { key, want, have } => {
                 write!(f, "object {key} is {have} bytes, a read needed {want}")
@@ -56,6 +59,21 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One version of an object as its store names it (an ETag, a GCS generation, or for the
+/// local and in-memory stores a digest of the object's identity), for conditional replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    e_tag: Option<String>,
+    generation: Option<String>,
+}
+
+impl Version {
+    /// A version named by an opaque tag (the local and in-memory stores).
+    pub fn tag(tag: String) -> Self {
+        Version { e_tag: Some(tag), generation: None }
+    }
+}
 
 /// What pgcryptfs needs from an object store. Every put is atomic: readers see the whole
 /// object or nothing.
@@ -78,6 +96,17 @@ pub trait Store: Send + Sync {
         fs::remove_file(path).map_err(|source| StoreError::Io { key: key.to_string(), source })
     }
     fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Up to `len` bytes from the start of `key`, with the version they belong to.
+    fn get_versioned(&self, key: &str, len: usize) -> Result<(Vec<u8>, Version)> {
+        let _ = len;
+        Err(StoreError::Refused { key: key.to_string(), reason: format!("{} cannot read object versions", self.describe()) })
+    }
+    /// Replaces `key` only if it is still at `version` (compare-and-swap): `Changed` if it was
+    /// replaced or deleted meanwhile. Two writers racing on one version: one of them wins.
+    fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> Result<()> {
+        let _ = (data, version);
+        Err(StoreError::Refused { key: key.to_string(), reason: format!("{} cannot replace objects conditionally", self.describe()) })
+    }
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Up to `len` bytes at `offset`: fewer where the object ends, none if it ends before
     /// `offset` (readahead does not know where a pack ends).
@@ -157,7 +186,7 @@ impl MemStore {
         Self { remote: true, ..Self::default() }
     }
 
-    /// Ranged reads (`get_range`, `get_range_upto`) served so far.
+    /// Ranged reads (`get_range`, `get_range_upto`, `get_versioned`) served so far.
     pub fn range_reads(&self) -> u64 {
         self.range_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -201,6 +230,12 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         (**self).get(key)
     }
+    fn get_versioned(&self, key: &str, len: usize) -> Result<(Vec<u8>, Version)> {
+        (**self).get_versioned(key, len)
+    }
+    fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> Result<()> {
+        (**self).put_replacing(key, data, version)
+    }
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         (**self).get_range(key, offset, len)
     }
@@ -224,6 +259,11 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
 }
 
+/// An in-memory object's version: a digest of its bytes.
+fn mem_version(v: &[u8]) -> Version {
+    Version::tag(crate::format::hex(&crate::crypto::hash32(v)))
+}
+
 impl Store for MemStore {
     fn describe(&self) -> String {
         "memory".into()
@@ -242,6 +282,22 @@ impl Store for MemStore {
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.objects.lock().unwrap().get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+    fn get_versioned(&self, key: &str, len: usize) -> Result<(Vec<u8>, Version)> {
+        self.count_range_read()?;
+        let o = self.objects.lock().unwrap();
+        let v = o.get(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        Ok((v[..len.min(v.len())].to_vec(), mem_version(v)))
+    }
+    fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> Result<()> {
+        let mut o = self.objects.lock().unwrap();
+        match o.get_mut(key) {
+            Some(v) if mem_version(v) == *version => {
+                *v = data.to_vec();
+                Ok(())
+            }
+            _ => Err(StoreError::Changed(key.to_string())),
+        }
     }
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.count_range_read()?;

@@ -10,9 +10,9 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, Version};
 
 /// Store options a command line may carry: none of them is a secret.
 pub const OPTION_NAMES: &[&str] = &["endpoint", "region", "allow_http", "path_style", "credentials_file"];
@@ -25,6 +25,8 @@ pub struct RemoteStore {
     rt: tokio::runtime::Runtime,
     /// Set once the store has been seen to refuse a conditional create of an existing object.
     create_checked: AtomicBool,
+    /// Set once the store has been seen to refuse a replace conditional on a stale version.
+    update_checked: AtomicBool,
 }
 
 /// Error classes: object_store turns 401/403 into `Unauthenticated`/`PermissionDenied`, and a
@@ -38,6 +40,7 @@ fn store_err_of(key: &str, e: object_store::Error, missing_is_refusal: bool) -> 
         }
         object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
         object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists(key.to_string()),
+        object_store::Error::Precondition { .. } => StoreError::Changed(key.to_string()),
         e @ (object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. }
         | object_store::Error::NotSupported { .. }
@@ -50,6 +53,10 @@ fn store_err_of(key: &str, e: object_store::Error, missing_is_refusal: bool) -> 
 
 fn store_err(key: &str, e: object_store::Error) -> StoreError {
     store_err_of(key, e, false)
+}
+
+fn update_version(v: &Version) -> UpdateVersion {
+    UpdateVersion { e_tag: v.e_tag.clone(), version: v.generation.clone() }
 }
 
 /// object_store's own retries, kept short: the upload workers retry for ever with their own
@@ -207,7 +214,7 @@ impl RemoteStore {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the store I/O runtime: {e}"))?;
-        Ok(Self { inner, prefix, describe: url.to_string(), rt, create_checked: AtomicBool::new(false) })
+        Ok(Self { inner, prefix, describe: url.to_string(), rt, create_checked: AtomicBool::new(false), update_checked: AtomicBool::new(false) })
     }
 
     fn path(&self, key: &str) -> ObjPath {
@@ -279,6 +286,31 @@ impl RemoteStore {
         }
     }
 
+    /// The writer lease is renewed with a replace conditional on the version read (`If-Match`
+    /// on S3 and Azure, `x-goog-if-generation-match` on GCS). A store that ignores the
+    /// condition would let a renewal overwrite a lease another host took meanwhile, so the
+    /// first conditional replace is sent once with a version no object has: it must be
+    /// refused. If it is not, the write (ours, and meant anyway) stays and pgcryptfs refuses
+    /// to use the store, naming it.
+    fn check_conditional_replace(&self, key: &str, data: &[u8]) -> Result<()> {
+        let bogus = Version { e_tag: Some("\"00000000000000000000000000000000\"".into()), generation: Some("1".into()) };
+        match self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Update(update_version(&bogus))) {
+            Err(StoreError::Changed(_)) => {
+                self.update_checked.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(()) => Err(StoreError::Refused {
+                key: key.to_string(),
+                reason: format!(
+                    "{} does not honour conditional replaces: a replace of {key} conditional on a version it never \
+                     had succeeded. pgcryptfs's writer lease needs them, so it does not write to this store",
+                    self.describe
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     fn put_mode(&self, key: &str, data: PutPayload, mode: PutMode) -> Result<()> {
         let opts = PutOptions { mode, ..Default::default() };
         self.rt.block_on(self.inner.put_opts(&self.path(key), data, opts)).map(|_| ()).map_err(|e| store_err_of(key, e, true))
@@ -333,6 +365,33 @@ impl Store for RemoteStore {
             .block_on(async { self.inner.get(&p).await?.bytes().await })
             .map(|b| b.to_vec())
             .map_err(|e| store_err(key, e))
+    }
+
+    fn get_versioned(&self, key: &str, len: usize) -> Result<(Vec<u8>, Version)> {
+        let p = self.path(key);
+        let opts = GetOptions { range: Some(GetRange::Bounded(0..len as u64)), ..Default::default() };
+        let (bytes, meta) = self
+            .rt
+            .block_on(async {
+                let r = self.inner.get_opts(&p, opts).await?;
+                let meta = r.meta.clone();
+                Ok::<_, object_store::Error>((r.bytes().await?, meta))
+            })
+            .map_err(|e| store_err(key, e))?;
+        if meta.e_tag.is_none() && meta.version.is_none() {
+            return Err(StoreError::Refused {
+                key: key.to_string(),
+                reason: format!("{} answered without an ETag or generation, so it cannot replace {key} conditionally", self.describe),
+            });
+        }
+        Ok((bytes.to_vec(), Version { e_tag: meta.e_tag, generation: meta.version }))
+    }
+
+    fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> Result<()> {
+        if !self.update_checked.load(Ordering::SeqCst) {
+            self.check_conditional_replace(key, data)?;
+        }
+        self.put_mode(key, PutPayload::from(data.to_vec()), PutMode::Update(update_version(version)))
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
