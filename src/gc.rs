@@ -60,6 +60,12 @@ fn live_chunks(cat: &Catalog) -> HashMap<Id, Vec<(u64, u64, ChunkRef)>> {
     out
 }
 
+/// How much of a pack its live chunks cover: the end of the furthest one (the metadata is
+/// authenticated, so this bound is ours, not the store's).
+fn referenced_len(chunks: &[(u64, u64, ChunkRef)]) -> usize {
+    chunks.iter().map(|(_, _, c)| c.offset + u64::from(c.len)).max().unwrap_or(0) as usize
+}
+
 /// A crash injected by the tests (`PGCRYPTFS_TEST_GC_CRASH=copied|committed`), to prove a
 /// killed gc loses nothing.
 fn test_crash(at: &str) {
@@ -105,9 +111,15 @@ pub fn gc(vault: &Vault, rewrite_min: f64, dry_run: bool) -> Result<GcReport, St
     let mut since_commit = 0u64;
     let mut copied: Vec<Id> = Vec::new();
     for pack in &rewrite {
-        let bytes = vault.store().get(&format::pack_name(pack)).map_err(|e| format!("reading pack {}: {e}", format::hex(pack)))?;
         let mut chunks = live[pack].clone();
         chunks.sort_by_key(|(_, _, c)| c.offset);
+        // Only the referenced prefix is read: a pack object replaced by a huge one (the listed
+        // size is the store's word, untrusted) is never downloaded whole. Whatever lies past the
+        // last live chunk is dead space, left behind with the old pack.
+        let bytes = vault
+            .store()
+            .get_range_upto(&format::pack_name(pack), 0, referenced_len(&chunks))
+            .map_err(|e| format!("reading pack {}: {e}", format::hex(pack)))?;
         // Every live chunk must authenticate (tag and AEAD, as a read would) before any of the
         // pack is copied: a damaged chunk copied on would be carried into the new pack and the
         // original, the only evidence, deleted. Such a pack is left as it is and reported.
@@ -237,4 +249,172 @@ pub fn remove_trees(fs: &Fs, paths: &[String]) -> Result<(), String> {
     }
     fs.sync_to_store().map_err(|e| format!("committing the removal: {e}"))?;
     Ok(())
+}
+
+/// Test helpers shared with the rekey tests: a store that meters what it hands out of `packs/`,
+/// and a vault with a few one-chunk files.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::format::{self, Kind};
+    use crate::keys::Unlock;
+    use crate::store::{MemStore, Result, Store, Version};
+    use crate::vault::{OpenOptions, Vault};
+
+    /// Wraps a MemStore; records the most bytes one read of a pack object returned.
+    #[derive(Default)]
+    pub struct ReadMeter {
+        pub inner: MemStore,
+        largest: AtomicU64,
+    }
+
+    impl ReadMeter {
+        pub fn largest_pack_read(&self) -> u64 {
+            self.largest.load(Ordering::SeqCst)
+        }
+        pub fn reset(&self) {
+            self.largest.store(0, Ordering::SeqCst);
+        }
+        fn note(&self, key: &str, r: Result<Vec<u8>>) -> Result<Vec<u8>> {
+            if key.starts_with(format::PACKS_PREFIX)
+                && let Ok(b) = &r
+            {
+                self.largest.fetch_max(b.len() as u64, Ordering::SeqCst);
+            }
+            r
+        }
+    }
+
+    impl Store for ReadMeter {
+        fn describe(&self) -> String {
+            "metered memory".into()
+        }
+        fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+            self.inner.put(key, data)
+        }
+        fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
+            self.inner.put_new(key, data)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.note(key, self.inner.get(key))
+        }
+        fn get_versioned(&self, key: &str, len: usize) -> Result<(Vec<u8>, Version)> {
+            let r = self.inner.get_versioned(key, len);
+            if key.starts_with(format::PACKS_PREFIX)
+                && let Ok((b, _)) = &r
+            {
+                self.largest.fetch_max(b.len() as u64, Ordering::SeqCst);
+            }
+            r
+        }
+        fn put_replacing(&self, key: &str, data: &[u8], version: &Version) -> Result<()> {
+            self.inner.put_replacing(key, data, version)
+        }
+        fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.note(key, self.inner.get_range(key, offset, len))
+        }
+        fn get_range_upto(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.note(key, self.inner.get_range_upto(key, offset, len))
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn is_empty(&self) -> Result<bool> {
+            self.inner.is_empty()
+        }
+    }
+
+    pub fn writer(store: &Arc<ReadMeter>, unlock: &Unlock, cache: &Path) -> Vault {
+        let opts = OpenOptions { read_only: false, cache_root: Some(cache), pack_target: 1 << 20, ..Default::default() };
+        Vault::open_with(Box::new(store.clone()), unlock, &opts).map_err(|e| e.to_string()).unwrap()
+    }
+
+    /// Writes one-chunk files in the root directory and commits.
+    pub fn write_files(v: &Vault, files: &[(&[u8], &[u8])]) {
+        for (name, data) in files {
+            let ino = v.catalog().create(crate::catalog::ROOT, name, Kind::File, 0o644, 0, 0, b"", format::Time::now()).unwrap();
+            let fid = v.catalog().get(ino).unwrap().file_id;
+            let c = v.seal_chunk(&fid, 0, data).unwrap();
+            let mut cat = v.catalog();
+            cat.set_chunk(ino, 0, c).unwrap();
+            cat.note_write(ino, data.len() as u64, format::Time::now()).unwrap();
+        }
+        v.commit().map_err(|e| e.to_string()).unwrap();
+    }
+
+    pub fn read_file(v: &Vault, name: &[u8]) -> Vec<u8> {
+        let (fid, c) = {
+            let cat = v.catalog();
+            let i = cat.lookup(crate::catalog::ROOT, name).unwrap();
+            (i.file_id, i.chunk(0).unwrap())
+        };
+        let mut out = Vec::new();
+        v.read_chunk(&fid, 0, &c, &mut out).map_err(|e| e.to_string()).unwrap();
+        out
+    }
+
+    /// The vault's only pack: its name and bytes.
+    pub fn only_pack(store: &ReadMeter) -> (String, Vec<u8>) {
+        let packs = store.inner.list(format::PACKS_PREFIX).unwrap();
+        assert_eq!(packs.len(), 1, "{packs:?}");
+        let name = packs[0].0.clone();
+        let bytes = store.inner.get(&name).unwrap();
+        (name, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::crypto::Secret32;
+    use crate::keys::Unlock;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    const JUNK: usize = 32 << 20;
+
+    fn unlock() -> Unlock {
+        Unlock::key(&Secret32::from_bytes([4; 32]))
+    }
+
+    /// A pack object replaced by a much larger one: gc reads only the referenced prefix. If the
+    /// prefix is the real pack, its chunks are copied and the huge object deleted; if it is junk,
+    /// the pack is named as damaged and left alone.
+    #[test]
+    fn an_oversized_pack_is_read_only_as_far_as_referenced() {
+        for genuine_prefix in [true, false] {
+            let store = Arc::new(ReadMeter::default());
+            crate::vault::init(&store.inner, &Secret32::from_bytes([4; 32]), 65536, 0, 0).map_err(|e| e.to_string()).unwrap();
+            let cache = tempfile::tempdir().unwrap();
+            let v = writer(&store, &unlock(), cache.path());
+            write_files(&v, &[(b"a", b"alpha"), (b"b", b"beta")]);
+            let (name, pack) = only_pack(&store);
+            let mut planted = if genuine_prefix { pack.clone() } else { Vec::new() };
+            planted.resize(JUNK, 0x5a);
+            store.inner.put(&name, &planted).unwrap();
+            store.reset();
+            let r = gc(&v, 0.25, false);
+            assert!(store.largest_pack_read() <= pack.len() as u64, "read {} of a {}-byte pack", store.largest_pack_read(), pack.len());
+            if genuine_prefix {
+                let r = r.unwrap();
+                assert_eq!(r.rewritten_packs, 1);
+                assert!(store.inner.get(&name).is_err(), "the oversized object is deleted");
+                assert_eq!(read_file(&v, b"a"), b"alpha");
+                assert_eq!(read_file(&v, b"b"), b"beta");
+            } else {
+                let e = r.unwrap_err();
+                let hex = name.strip_prefix(format::PACKS_PREFIX).unwrap();
+                assert!(e.contains(&format!("pack {hex}")) && e.contains("do not authenticate"), "{e}");
+                assert_eq!(store.inner.get(&name).unwrap().len(), JUNK, "a damaged pack is left as it is");
+            }
+            v.release_lease().unwrap();
+        }
+    }
 }

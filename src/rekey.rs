@@ -1,6 +1,7 @@
 //! `pgcryptfs rekey`: re-encrypts every chunk and the metadata under a new master key (for a
 //! leaked master key). Resumable: the new key waits in `rekey/slot` until everything is
-//! rewritten, then replaces every key slot. Keeps only the slot that unlocked it.
+//! rewritten, then replaces every key slot. Keeps only the slot that unlocked it, remade under
+//! a fresh slot key where its method allows (`keys::reseal_fresh`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -111,7 +112,7 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
             log::info!("resuming an interrupted rekey (new slot {})", format::hex(&p.slot.slot_id));
             (p.slot, p.master)
         }
-        None => start(store, &header, &current, &old_keys)?,
+        None => start(store, &header, &current, unlock, &old_keys)?,
     };
     let new_keys = VaultKeys::derive(&new_master);
     let retired = Some(Fingerprint::of(&header.vault_id, &old_keys.meta));
@@ -134,14 +135,12 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
     Ok(summary)
 }
 
-/// Makes the new master key and its slot (a copy of the unlocking slot's method and params,
-/// so the same key opens it) and stores it as the pending rekey.
-fn start(store: &dyn Store, header: &VaultHeader, current: &Opened, old: &VaultKeys) -> Result<(Slot, Secret32)> {
+/// Makes the new master key and its slot (the unlocking slot's method and label, under a fresh
+/// slot key where the method allows: see `keys::reseal_fresh`; the same unlock opens it) and
+/// stores it as the pending rekey.
+fn start(store: &dyn Store, header: &VaultHeader, current: &Opened, unlock: &Unlock, old: &VaultKeys) -> Result<(Slot, Secret32)> {
     let master = Secret32::random();
-    let mut slot = current.slot.clone();
-    slot.slot_id = crypto::random_id();
-    slot.created = format::Time::now().secs;
-    slot.sealed_key = crypto::seal(&current.slot_key, &format::slot_aad(header, &slot.prefix()), master.expose());
+    let slot = keys::reseal_fresh(header, current, unlock, &master, format::Time::now().secs).map_err(VaultError::from)?;
     let bytes = slot.encode();
     // The proof first: a `rekey/slot` never exists without the proof that M1's holder made it.
     let proof = crypto::seal(&old.meta, &format::rekey_proof_aad(header, &bytes), master.expose());
@@ -301,8 +300,9 @@ fn rewrite_pack(
         end += u64::from(c.len);
     }
     let mut plain = SecretBytes(Vec::new());
-    // A new pack stored by an interrupted run is kept if every chunk in it opens.
-    if let Ok(done) = ctx.store.get(&format::pack_name(&new_id))
+    // A new pack stored by an interrupted run is kept if every chunk in it opens. Only the
+    // `end` bytes the new references cover are read (anything past them would be dead space).
+    if let Ok(done) = ctx.store.get_range_upto(&format::pack_name(&new_id), 0, end as usize)
         && done.len() as u64 == end
     {
         let mut out = Vec::with_capacity(layout.len());
@@ -320,7 +320,10 @@ fn rewrite_pack(
             return Ok(out);
         }
     }
-    let old = ctx.store.get(&format::pack_name(pack))?;
+    // Only as far as the furthest chunk the (authenticated) metadata places in the old pack: an
+    // object replaced by a huge one in the store is not downloaded whole.
+    let referenced = layout.iter().map(|(c, ..)| c.offset + u64::from(c.len)).max().unwrap_or(0);
+    let old = ctx.store.get_range_upto(&format::pack_name(pack), 0, referenced as usize)?;
     let mut sealed_out = Vec::with_capacity(end as usize);
     let mut out = Vec::with_capacity(layout.len());
     for (c, file_id, index, off) in &layout {
@@ -524,5 +527,177 @@ mod tests {
         assert!(before == after, "a refused rekey changes nothing");
         let master = vault::unlock_master(&store, &header, &unlock()).ok().unwrap().master;
         assert!(crypto::ct_eq(master.expose(), current.master.expose()));
+    }
+
+    use crate::gc::testing::{ReadMeter, only_pack, read_file, write_files, writer};
+    use crate::keys::NewSlot;
+    use crate::keys::passphrase::{self, Cost};
+
+    const CHEAP: Cost = Cost { opslimit: 1, memlimit: 8 << 20 };
+
+    fn pass_unlock() -> Unlock {
+        Unlock::Passphrase { pass: SecretBytes(b"correct horse".to_vec()), source: "the test passphrase".into() }
+    }
+
+    /// A Cv25519 certificate and its secret key, armored.
+    fn pgp_pair() -> (Vec<u8>, Vec<u8>) {
+        use sequoia_openpgp::cert::CertBuilder;
+        use sequoia_openpgp::serialize::SerializeInto;
+        let (cert, _) = CertBuilder::general_purpose(["Backup <backup@example.org>"]).generate().unwrap();
+        (cert.armored().to_vec().unwrap(), cert.as_tsk().armored().to_vec().unwrap())
+    }
+
+    /// The vaults of the slot-key tests: one slot of each method that a rekey can remake under a
+    /// fresh slot key, with the unlock that opens it.
+    fn fresh_key_vaults() -> Vec<(&'static str, Arc<ReadMeter>, Unlock)> {
+        let (cert, tsk) = pgp_pair();
+        let made = [
+            ("passphrase", NewSlot::Passphrase(SecretBytes(b"correct horse".to_vec()), CHEAP), pass_unlock()),
+            ("openpgp", NewSlot::OpenPgp(cert), Unlock::openpgp(&tsk, None, "the test key").ok().unwrap()),
+        ];
+        made.into_iter()
+            .map(|(what, first, unlock)| {
+                let store = Arc::new(ReadMeter::default());
+                vault::init_with(&store.inner, &first, Some("ops team"), 65536, 0, 0).map_err(|e| e.to_string()).unwrap();
+                (what, store, unlock)
+            })
+            .collect()
+    }
+
+    /// A rekey remakes the unlocking slot under a fresh slot key: new passphrase salt, a new
+    /// OpenPGP message with a new random key; the old slot key does not open the new slot.
+    #[test]
+    fn rekey_makes_a_fresh_slot_key() {
+        for (what, store, unlock) in fresh_key_vaults() {
+            let header = vault::read_header(&store).ok().unwrap();
+            let before = vault::unlock_master(&store, &header, &unlock).ok().unwrap();
+            let s = rekey(&store, &unlock, &RekeyOptions::default()).map_err(|e| e.to_string()).unwrap();
+            let after = vault::unlock_master(&store, &header, &unlock).ok().unwrap();
+            assert_eq!(after.slot.slot_id, s.slot.slot_id, "{what}");
+            assert_ne!(after.slot.slot_id, before.slot.slot_id, "{what}");
+            assert_eq!((after.slot.method, &after.slot.label), (before.slot.method, &before.slot.label), "{what}");
+            assert_ne!(after.slot.params, before.slot.params, "{what}: the params are remade");
+            assert!(!crypto::ct_eq(after.slot_key.expose(), before.slot_key.expose()), "{what}: the slot key is fresh");
+            assert!(!crypto::ct_eq(after.master.expose(), before.master.expose()), "{what}");
+            let aad = format::slot_aad(&header, &after.slot.prefix());
+            assert!(crypto::open(&before.slot_key, &aad, &after.slot.sealed_key).is_err(), "{what}: the old slot key opens the new slot");
+            if what == "passphrase" {
+                let (old, new) = (passphrase::Params::decode(&before.slot.params).unwrap(), passphrase::Params::decode(&after.slot.params).unwrap());
+                assert_eq!(old.cost, new.cost, "the cost is kept");
+                assert_ne!(old.salt, new.salt, "the salt is fresh");
+            } else {
+                let fp = |p: &[u8]| format::Dec::new(p).bytes16("fingerprint").unwrap().to_vec();
+                assert_eq!(fp(&before.slot.params), fp(&after.slot.params), "encrypted again to the same certificate");
+            }
+        }
+        // Sodium (and command): the slot key is the user's key itself; the new slot is a new
+        // sealing under it (new id, new nonce), which the same key opens.
+        let store = Arc::new(MemStore::new());
+        let header = vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+        let before = vault::unlock_master(&store, &header, &unlock()).ok().unwrap();
+        rekey(&store, &unlock(), &RekeyOptions::default()).map_err(|e| e.to_string()).unwrap();
+        let after = vault::unlock_master(&store, &header, &unlock()).ok().unwrap();
+        assert!(crypto::ct_eq(after.slot_key.expose(), before.slot_key.expose()));
+        assert_ne!(after.slot.slot_id, before.slot.slot_id);
+        assert_ne!(after.slot.sealed_key[..24], before.slot.sealed_key[..24], "a new nonce");
+    }
+
+    /// An interrupted rekey resumes with its pending slot (the fresh slot key opens with the
+    /// same passphrase or OpenPGP key), and ends with that slot as the vault's only one.
+    #[test]
+    fn a_rekey_with_a_fresh_slot_key_resumes() {
+        for (what, store, unlock) in fresh_key_vaults() {
+            let cache = tempfile::tempdir().unwrap();
+            let v = writer(&store, &unlock, cache.path());
+            write_files(&v, &[(b"a", b"alpha")]);
+            v.release_lease().unwrap();
+            drop(v);
+            let stop = RekeyOptions { stop_after_packs: Some(0), ..Default::default() };
+            let e = rekey(&store, &unlock, &stop).err().unwrap().to_string();
+            assert!(e.contains("rekey stopped after 0 of 1 packs"), "{what}: {e}");
+            let pending = Slot::decode(&store.inner.get(REKEY_PENDING_OBJECT).unwrap()).unwrap();
+            let s = rekey(&store, &unlock, &RekeyOptions::default()).map_err(|e| e.to_string()).unwrap();
+            assert_eq!(s.slot.slot_id, pending.slot_id, "{what}");
+            assert_eq!(vault::read_slots(&store).ok().unwrap().len(), 1, "{what}");
+            let ro = OpenOptions { read_only: true, ..Default::default() };
+            let v = Vault::open_with(Box::new(store.clone()), &unlock, &ro).map_err(|e| e.to_string()).unwrap();
+            assert_eq!(read_file(&v, b"a"), b"alpha", "{what}");
+        }
+    }
+
+    /// The key slots from before a rekey, put back into the store, give the old master key,
+    /// whose metadata and packs are gone: the vault is refused, never opened.
+    #[test]
+    fn old_slots_put_back_after_a_rekey_open_nothing() {
+        for (what, store, unlock) in fresh_key_vaults() {
+            let cache = tempfile::tempdir().unwrap();
+            let v = writer(&store, &unlock, cache.path());
+            write_files(&v, &[(b"a", b"alpha")]);
+            v.release_lease().unwrap();
+            drop(v);
+            let (old_pack, _) = only_pack(&store);
+            let old_slots: Vec<(String, Vec<u8>)> =
+                store.inner.list(format::KEYS_PREFIX).unwrap().into_iter().map(|(n, _)| (n.clone(), store.inner.get(&n).unwrap())).collect();
+            rekey(&store, &unlock, &RekeyOptions::default()).map_err(|e| e.to_string()).unwrap();
+            assert!(store.inner.get(&old_pack).is_err(), "{what}: the old pack is deleted");
+            let new_slots: Vec<(String, Vec<u8>)> =
+                store.inner.list(format::KEYS_PREFIX).unwrap().into_iter().map(|(n, _)| (n.clone(), store.inner.get(&n).unwrap())).collect();
+            for (n, _) in &new_slots {
+                store.inner.delete(n).unwrap();
+            }
+            for (n, b) in &old_slots {
+                store.inner.put(n, b).unwrap();
+            }
+            let ro = OpenOptions { read_only: true, ..Default::default() };
+            let e = Vault::open_with(Box::new(store.clone()), &unlock, &ro).err().unwrap();
+            assert!(
+                matches!(&e, VaultError::Metadata(m) if m.contains("failed authentication")),
+                "{what}: {e}"
+            );
+            assert!(e.to_string().starts_with("vault metadata is damaged or was tampered with"), "{what}: {e}");
+            // With the new slot back, the same unlock opens the rekeyed vault.
+            for (n, _) in &old_slots {
+                store.inner.delete(n).unwrap();
+            }
+            for (n, b) in &new_slots {
+                store.inner.put(n, b).unwrap();
+            }
+            let v = Vault::open_with(Box::new(store.clone()), &unlock, &ro).map_err(|e| e.to_string()).unwrap();
+            assert_eq!(read_file(&v, b"a"), b"alpha", "{what}");
+        }
+    }
+
+    /// A pack object replaced by a much larger one: a rekey reads only as far as the metadata's
+    /// chunks reach. A genuine prefix is re-encrypted; junk is refused, naming the pack.
+    #[test]
+    fn an_oversized_pack_is_read_only_as_far_as_referenced() {
+        for genuine_prefix in [true, false] {
+            let store = Arc::new(ReadMeter::default());
+            vault::init(&store.inner, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+            let cache = tempfile::tempdir().unwrap();
+            let v = writer(&store, &unlock(), cache.path());
+            write_files(&v, &[(b"a", b"alpha"), (b"b", b"beta")]);
+            v.release_lease().unwrap();
+            drop(v);
+            let (name, pack) = only_pack(&store);
+            let mut planted = if genuine_prefix { pack.clone() } else { Vec::new() };
+            planted.resize(32 << 20, 0x5a);
+            store.inner.put(&name, &planted).unwrap();
+            store.reset();
+            let r = rekey(&store, &unlock(), &RekeyOptions::default());
+            assert!(store.largest_pack_read() <= pack.len() as u64, "read {} of a {}-byte pack", store.largest_pack_read(), pack.len());
+            if genuine_prefix {
+                r.map_err(|e| e.to_string()).unwrap();
+                assert!(store.inner.get(&name).is_err(), "the oversized object is deleted with the old key's packs");
+                let ro = OpenOptions { read_only: true, ..Default::default() };
+                let v = Vault::open_with(Box::new(store.clone()), &unlock(), &ro).map_err(|e| e.to_string()).unwrap();
+                assert_eq!(read_file(&v, b"a"), b"alpha");
+                assert_eq!(read_file(&v, b"b"), b"beta");
+            } else {
+                let e = r.err().unwrap().to_string();
+                let hex = name.strip_prefix(format::PACKS_PREFIX).unwrap();
+                assert!(e.contains(&format!("pack {hex} offset")) && e.contains("not the one the metadata records"), "{e}");
+            }
+        }
     }
 }

@@ -96,9 +96,8 @@ impl UnlockSpec {
             UnlockSpec::OpenPgp { key_file, passphrase } => {
                 let source = format!("OpenPGP key file {}", key_file.display());
                 let bytes = source::read_file(key_file, "OpenPGP key file")?;
-                let key = openpgp::SecretKey::parse(&bytes.0, &source)?;
                 let passphrase = passphrase.as_ref().map(|p| p.read("OpenPGP passphrase")).transpose()?;
-                Unlock::OpenPgp { key, passphrase, source }
+                Unlock::openpgp(&bytes.0, passphrase, &source)?
             }
         })
     }
@@ -128,6 +127,12 @@ impl Unlock {
     /// A 32-byte key, for vault-level tests and library users.
     pub fn key(key: &Secret32) -> Self {
         Unlock::Key { key: key.duplicate(), source: "the key".into() }
+    }
+
+    /// An OpenPGP secret key (armored or binary) and its passphrase, if it has one; `source`
+    /// names where it came from, for messages.
+    pub fn openpgp(tsk: &[u8], passphrase: Option<SecretBytes>, source: &str) -> Result<Self, KeyError> {
+        Ok(Unlock::OpenPgp { key: openpgp::SecretKey::parse(tsk, source)?, passphrase, source: source.to_string() })
     }
 }
 
@@ -196,16 +201,12 @@ pub fn make_slot(header: &VaultHeader, master: &Secret32, new: &NewSlot, label: 
         NewSlot::OpenPgp(cert) => {
             let k = Secret32::random();
             let (info, message) = openpgp::encrypt(cert, &k)?;
-            let mut e = Enc::new();
-            e.bytes16(&info.fingerprint).raw(&message);
-            if e.buf.len() > u16::MAX as usize {
-                return Err(KeyError::Source(format!("the OpenPGP message is {} bytes, too large for a slot", e.buf.len())));
-            }
+            let params = openpgp_params(&info, &message)?;
             let mut l = info.user_id.unwrap_or_else(|| "openpgp".into());
             while l.len() > MAX_LABEL {
                 l.pop();
             }
-            (format::SLOT_METHOD_OPENPGP, e.buf, k, l)
+            (format::SLOT_METHOD_OPENPGP, params, k, l)
         }
     };
     let mut slot = Slot {
@@ -218,6 +219,61 @@ pub fn make_slot(header: &VaultHeader, master: &Secret32, new: &NewSlot, label: 
     };
     slot.sealed_key = crypto::seal(&slot_key, &format::slot_aad(header, &slot.prefix()), master.expose());
     Ok(slot)
+}
+
+/// Makes the slot a rekey keeps: `master` (the new master key) sealed under a fresh slot key
+/// wherever the method allows, opening with the same `unlock` that opened `opened`. Same method
+/// and label; new slot id, creation time and nonce.
+///
+/// - passphrase: new Argon2id parameters with a fresh salt (at the old slot's cost), derived
+///   from the passphrase in `unlock`;
+/// - openpgp: a fresh random slot key encrypted again to the certificate of the secret key in
+///   `unlock` (fingerprint and message rebuilt);
+/// - sodium and command: the slot key *is* the user's key (what the user holds, or what the
+///   command prints), so it cannot be fresh without a new user key; the new slot is a fresh
+///   sealing of the new master key under it (new slot id, new nonce). To retire a leaked user
+///   key, add a slot with a new one (`key add`) and remove the old slot.
+///
+/// The new slot is opened once with `unlock` before it is returned: a rekey never stores a
+/// pending slot that what started it cannot open.
+pub fn reseal_fresh(header: &VaultHeader, opened: &Opened, unlock: &Unlock, master: &Secret32, now: i64) -> Result<Slot, KeyError> {
+    let old = &opened.slot;
+    let mismatch = || KeyError::Source(format!("the {} slot that opened cannot be remade with {}", method_name(old.method), unlock.what()));
+    let (params, slot_key) = match (old.method, unlock) {
+        (format::SLOT_METHOD_SODIUM | format::SLOT_METHOD_COMMAND, Unlock::Key { key, .. }) => (Vec::new(), key.duplicate()),
+        (format::SLOT_METHOD_PASSPHRASE, Unlock::Passphrase { pass, .. }) => {
+            let cost = passphrase::Params::decode(&old.params).map_err(KeyError::Source)?.cost;
+            let p = passphrase::Params::new(cost);
+            let k = p.derive(&pass.0)?;
+            (p.encode(), k)
+        }
+        (format::SLOT_METHOD_OPENPGP, Unlock::OpenPgp { key, .. }) => {
+            let k = Secret32::random();
+            let (info, message) = key.encrypt_to_own_cert(&k)?;
+            (openpgp_params(&info, &message)?, k)
+        }
+        _ => return Err(mismatch()),
+    };
+    let mut slot =
+        Slot { slot_id: crypto::random_id(), method: old.method, created: now, label: old.label.clone(), params, sealed_key: Vec::new() };
+    slot.sealed_key = crypto::seal(&slot_key, &format::slot_aad(header, &slot.prefix()), master.expose());
+    let remade = || format!("the new {} key slot does not open with {}", method_name(slot.method), unlock.what());
+    let check = open_slots(header, &[(format::slot_name(&slot.slot_id), slot.encode())], unlock)
+        .map_err(|e| KeyError::Source(format!("{}: {e}", remade())))?;
+    if !crypto::ct_eq(check.master.expose(), master.expose()) {
+        return Err(KeyError::Source(remade()));
+    }
+    Ok(slot)
+}
+
+/// An openpgp slot's params: the certificate's fingerprint, then the message.
+fn openpgp_params(info: &openpgp::CertInfo, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let mut e = Enc::new();
+    e.bytes16(&info.fingerprint).raw(message);
+    if e.buf.len() > u16::MAX as usize {
+        return Err(KeyError::Source(format!("the OpenPGP message is {} bytes, too large for a slot", e.buf.len())));
+    }
+    Ok(e.buf)
 }
 
 /// Makes a sodium key slot wrapping `master` under `user_key`.

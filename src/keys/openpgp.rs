@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 
 use sequoia_openpgp as openpgp;
 use openpgp::cert::Cert;
-use openpgp::crypto::{Password, SessionKey};
-use openpgp::packet::{PKESK, SKESK};
+use openpgp::crypto::{KeyPair, Password, SessionKey};
+use openpgp::packet::{PKESK, SKESK, Tag};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper};
 use openpgp::policy::StandardPolicy;
@@ -32,6 +32,12 @@ pub fn fingerprint_hex(fp: &[u8]) -> String {
 pub fn encrypt(cert_bytes: &[u8], secret: &Secret32) -> Result<(CertInfo, Vec<u8>), KeyError> {
     let cert = Cert::from_bytes(cert_bytes)
         .map_err(|e| KeyError::Source(format!("the OpenPGP certificate is unreadable: {e}")))?;
+    encrypt_to(&cert, secret)
+}
+
+/// Encrypts `secret` to a parsed certificate (only its public parts are used, so a secret key
+/// serves as well as its certificate).
+fn encrypt_to(cert: &Cert, secret: &Secret32) -> Result<(CertInfo, Vec<u8>), KeyError> {
     let p = StandardPolicy::new();
     let fp = cert.fingerprint();
     let recipients: Vec<_> = cert
@@ -82,10 +88,16 @@ impl SecretKey {
     pub fn fingerprint(&self) -> String {
         self.cert.fingerprint().to_hex()
     }
+
+    /// Encrypts `secret` to this key's own certificate (the public half of what it holds), as
+    /// `encrypt` does to a certificate file: how a rekey makes a fresh OpenPGP slot key.
+    pub fn encrypt_to_own_cert(&self, secret: &Secret32) -> Result<(CertInfo, Vec<u8>), KeyError> {
+        encrypt_to(&self.cert, secret)
+    }
 }
 
 /// Why a slot's message could not be decrypted with the secret key.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// None of the message's recipients is a key of this secret key.
     NotRecipient,
@@ -97,6 +109,19 @@ pub enum Failure {
     Corrupt(String),
 }
 
+/// Most PKESK packets a slot's message may hold: ours has one per encryption subkey of one
+/// certificate. Each is a public-key decryption (and may need the secret key's passphrase
+/// checked), so a planted message must not list hundreds.
+const MAX_PKESKS: usize = 16;
+
+/// The packets a slot's message is made of (`encrypt` writes PKESKs, then a SEIP holding one
+/// literal data packet, plus an MDC for SEIPv1). Anything else, above all a compressed data
+/// packet (which a planted message could use to expand 64 KiB into gigabytes), is refused
+/// before it is read.
+fn allowed_packet(tag: Tag) -> bool {
+    matches!(tag, Tag::PKESK | Tag::SEIP | Tag::Literal | Tag::MDC | Tag::Marker | Tag::Padding)
+}
+
 struct Helper<'a> {
     key: &'a SecretKey,
     passphrase: Option<&'a [u8]>,
@@ -104,7 +129,30 @@ struct Helper<'a> {
     failure: &'a std::cell::RefCell<Option<Failure>>,
 }
 
+impl Helper<'_> {
+    fn refuse(&self, f: Failure) -> openpgp::anyhow::Error {
+        let m = match &f {
+            Failure::Corrupt(m) => m.clone(),
+            _ => "no key to decrypt the message".into(),
+        };
+        *self.failure.borrow_mut() = Some(f);
+        openpgp::anyhow::anyhow!(m)
+    }
+}
+
 impl VerificationHelper for Helper<'_> {
+    fn inspect(&mut self, pp: &openpgp::parse::PacketParser) -> openpgp::Result<()> {
+        let tag = pp.packet.tag();
+        if allowed_packet(tag) {
+            return Ok(());
+        }
+        let what = if tag == Tag::CompressedData {
+            "it holds a compressed data packet, which pgcryptfs never writes (a decompression bomb?)".to_string()
+        } else {
+            format!("it holds a {tag} packet, which pgcryptfs never writes in a slot")
+        };
+        Err(self.refuse(Failure::Corrupt(what)))
+    }
     fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
         Ok(Vec::new())
     }
@@ -121,8 +169,17 @@ impl DecryptionHelper for Helper<'_> {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> openpgp::Result<Option<Cert>> {
+        if pkesks.len() > MAX_PKESKS {
+            return Err(self.refuse(Failure::Corrupt(format!(
+                "it is encrypted to {} keys, more than the {MAX_PKESKS} a slot's message is ever encrypted to",
+                pkesks.len()
+            ))));
+        }
         let sk = self.key;
         let mut failure = Failure::NotRecipient;
+        // Each secret key is unlocked at most once, however many PKESKs name it; a key that
+        // cannot be unlocked keeps the reason (a missing or wrong passphrase).
+        let mut unlocked: Vec<(Fingerprint, Result<KeyPair, Option<Failure>>)> = Vec::new();
         for pkesk in pkesks {
             let rcpt = pkesk.recipient();
             for ka in sk.cert.keys().secret() {
@@ -131,23 +188,34 @@ impl DecryptionHelper for Helper<'_> {
                 {
                     continue;
                 }
-                let mut key = ka.key().clone();
-                if key.secret().is_encrypted() {
-                    let Some(pass) = self.passphrase else {
-                        failure = Failure::NeedPassphrase;
-                        continue;
-                    };
-                    // Check the passphrase first: sequoia's own error for a wrong one is "unexpected EOF".
-                    match key.decrypt_secret(&Password::from(pass)) {
-                        Ok(k) => key = k,
-                        Err(_) => {
-                            failure = Failure::WrongPassphrase;
-                            continue;
-                        }
+                let fp = ka.key().fingerprint();
+                let i = match unlocked.iter().position(|(f, _)| *f == fp) {
+                    Some(i) => i,
+                    None => {
+                        let key = ka.key().clone();
+                        let key = if !key.secret().is_encrypted() {
+                            Ok(key)
+                        } else if let Some(pass) = self.passphrase {
+                            // Check the passphrase first: sequoia's own error for a wrong one is
+                            // "unexpected EOF".
+                            key.decrypt_secret(&Password::from(pass)).map_err(|_| Some(Failure::WrongPassphrase))
+                        } else {
+                            Err(Some(Failure::NeedPassphrase))
+                        };
+                        unlocked.push((fp, key.and_then(|k| k.into_keypair().map_err(|_| None))));
+                        unlocked.len() - 1
                     }
-                }
-                let Ok(mut pair) = key.into_keypair() else { continue };
-                if let Some((algo, session)) = pkesk.decrypt(&mut pair, sym_algo)
+                };
+                let pair = match &mut unlocked[i].1 {
+                    Ok(pair) => pair,
+                    Err(why) => {
+                        if let Some(why) = why {
+                            failure = why.clone();
+                        }
+                        continue;
+                    }
+                };
+                if let Some((algo, session)) = pkesk.decrypt(pair, sym_algo)
                     && decrypt(algo, &session)
                 {
                     return Ok(None);
@@ -155,8 +223,7 @@ impl DecryptionHelper for Helper<'_> {
                 failure = Failure::Corrupt("the session key does not decrypt the message".into());
             }
         }
-        *self.failure.borrow_mut() = Some(failure);
-        Err(openpgp::anyhow::anyhow!("no key to decrypt the message"))
+        Err(self.refuse(failure))
     }
 }
 
@@ -165,14 +232,16 @@ pub fn decrypt(key: &SecretKey, passphrase: Option<&[u8]>, message: &[u8]) -> Re
     let p = StandardPolicy::new();
     let failure = std::cell::RefCell::new(None);
     let helper = Helper { key, passphrase, failure: &failure };
-    let builder = DecryptorBuilder::from_bytes(message).map_err(|e| Failure::Corrupt(e.to_string()))?;
+    // The smallest buffer sequoia takes (it raises anything below to 1 KiB): the decryptor
+    // reads this much of the literal data ahead, and ours is 32 bytes.
+    let builder = DecryptorBuilder::from_bytes(message).map_err(|e| Failure::Corrupt(e.to_string()))?.buffer_size(1024);
     let mut d = match builder.with_policy(&p, None, helper) {
         Ok(d) => d,
         // The helper recorded why it gave up; anything else is a malformed message.
         Err(e) => return Err(failure.take().unwrap_or_else(|| Failure::Corrupt(e.to_string()))),
     };
     let mut out = SecretBytes(Vec::with_capacity(33));
-    // At most 33 bytes: a planted message that decompresses to gigabytes stops here.
+    // At most 33 bytes (a compressed packet, which could expand without bound, was refused).
     std::io::Read::take(&mut d, 33).read_to_end(&mut out.0).map_err(|e| Failure::Corrupt(e.to_string()))?;
     if out.0.len() != 32 {
         return Err(Failure::Corrupt(format!("the message holds {} bytes, expected 32", out.0.len())));

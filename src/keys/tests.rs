@@ -185,3 +185,85 @@ fn any_of_several_methods_opens() {
          (the vault has 1 sodium slot)"
     );
 }
+
+/// A slot message whose literal data sits in a compression layer of 50 MB of zeros (a few
+/// hundred bytes of bzip2, or ~50 KiB of deflate): refused without expanding it.
+#[test]
+fn a_compressed_openpgp_message_is_refused_unexpanded() {
+    use pgp::parse::Parse;
+    use pgp::serialize::stream::{Compressor, Encryptor, LiteralWriter, Message};
+    use std::io::Write;
+    let master = Secret32::random();
+    let (cert_bytes, tsk) = pgp_pair("Bomb <bomb@example.org>", None);
+    let slot = make_slot(&header(), &master, &NewSlot::OpenPgp(cert_bytes.clone()), None, 1).ok().unwrap();
+    let cert = pgp::Cert::from_bytes(&cert_bytes).unwrap();
+    let p = pgp::policy::StandardPolicy::new();
+    for algo in [pgp::types::CompressionAlgorithm::BZip2, pgp::types::CompressionAlgorithm::Zip] {
+        let recipients: Vec<_> = cert.keys().with_policy(&p, None).for_storage_encryption().collect();
+        let mut sink = Vec::new();
+        let m = Message::new(&mut sink);
+        let m = Encryptor::for_recipients(m, recipients).build().unwrap();
+        let m = Compressor::new(m).algo(algo).level(pgp::types::CompressionLevel::best()).build().unwrap();
+        let mut w = LiteralWriter::new(m).build().unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..50 {
+            w.write_all(&zeros).unwrap();
+        }
+        w.finalize().unwrap();
+        let mut bomb = slot.clone();
+        let fp = cert.fingerprint();
+        bomb.params = { let mut e = format::Enc::new(); e.bytes16(fp.as_bytes()).raw(&sink); e.buf };
+        assert!(bomb.params.len() <= u16::MAX as usize, "{algo:?}: {} bytes", bomb.params.len());
+        let t = std::time::Instant::now();
+        let e = err(open_slots(&header(), &named(&[&bomb]), &pgp_unlock(&tsk, None)));
+        eprintln!("compressed ({algo:?}, {} byte message) slot refused in {:?}", sink.len(), t.elapsed());
+        assert!(e.contains("is corrupt: its OpenPGP message does not decrypt") && e.contains("compressed data packet"), "{e}");
+    }
+}
+
+/// A planted message listing many PKESKs (each one a public-key decryption, and a passphrase
+/// check for a protected key) is refused before any is tried.
+#[test]
+fn a_message_to_too_many_keys_is_refused() {
+    use pgp::parse::Parse;
+    use pgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+    use std::io::Write;
+    let master = Secret32::random();
+    let (cert_bytes, tsk) = pgp_pair("Many <many@example.org>", Some("pw"));
+    let slot = make_slot(&header(), &master, &NewSlot::OpenPgp(cert_bytes.clone()), None, 1).ok().unwrap();
+    let cert = pgp::Cert::from_bytes(&cert_bytes).unwrap();
+    let p = pgp::policy::StandardPolicy::new();
+    let one: Vec<_> = cert.keys().with_policy(&p, None).for_storage_encryption().collect();
+    let recipients: Vec<_> = (0..17).flat_map(|_| one.iter().cloned()).collect();
+    let mut sink = Vec::new();
+    let m = Encryptor::for_recipients(Message::new(&mut sink), recipients).build().unwrap();
+    let mut w = LiteralWriter::new(m).build().unwrap();
+    w.write_all(&[0; 32]).unwrap();
+    w.finalize().unwrap();
+    let mut many = slot.clone();
+    many.params = { let mut e = format::Enc::new(); e.bytes16(cert.fingerprint().as_bytes()).raw(&sink); e.buf };
+    let e = err(open_slots(&header(), &named(&[&many]), &pgp_unlock(&tsk, Some("pw"))));
+    assert!(e.contains("its OpenPGP message does not decrypt: it is encrypted to 17 keys, more than the 16"), "{e}");
+}
+
+/// `reseal_fresh` remakes a slot for a new master key under a fresh slot key (a protected
+/// OpenPGP key: encrypted to its own certificate, opened with its passphrase), and refuses an
+/// unlock of another method.
+#[test]
+fn reseal_fresh_makes_a_new_slot_key() {
+    let (old_master, new_master) = (Secret32::random(), Secret32::random());
+    let (cert, tsk) = pgp_pair("Backup <backup@example.org>", Some("pgp pass"));
+    let slot = make_slot(&header(), &old_master, &NewSlot::OpenPgp(cert), Some("offsite"), 1).ok().unwrap();
+    let unlock = pgp_unlock(&tsk, Some("pgp pass"));
+    let opened = open_slots(&header(), &named(&[&slot]), &unlock).ok().unwrap();
+    let fresh = reseal_fresh(&header(), &opened, &unlock, &new_master, 2).ok().unwrap();
+    assert_eq!((fresh.method, &fresh.label[..], fresh.created), (slot.method, &b"offsite"[..], 2));
+    assert_ne!(fresh.slot_id, slot.slot_id);
+    assert_ne!(fresh.params, slot.params);
+    assert_eq!(slot_description(&fresh), slot_description(&slot), "same certificate, same label");
+    let o = open_slots(&header(), &named(&[&fresh]), &unlock).ok().unwrap();
+    assert_eq!(o.master.expose(), new_master.expose());
+    assert_ne!(o.slot_key.expose(), opened.slot_key.expose());
+    let e = reseal_fresh(&header(), &opened, &pass_unlock("pw"), &new_master, 2).err().unwrap().to_string();
+    assert_eq!(e, "the openpgp slot that opened cannot be remade with the passphrase from passphrase file p");
+}

@@ -9,7 +9,8 @@ use crate::format::{self, Dec, Slot, VaultHeader};
 /// The slot that opened, its slot key, and the master key it holds.
 pub struct Opened {
     pub slot: Slot,
-    /// The key that seals this slot's master key (rekey reseals a new master key under it).
+    /// The key that seals this slot's master key. A rekey does not reuse it (it makes a fresh
+    /// one where the method allows, see `reseal_fresh`).
     pub slot_key: Secret32,
     pub master: Secret32,
 }
@@ -23,7 +24,7 @@ impl Unlock {
         }
     }
 
-    fn what(&self) -> String {
+    pub(super) fn what(&self) -> String {
         match self {
             Unlock::Key { source, .. } => format!("the key from {source}"),
             Unlock::Passphrase { source, .. } => format!("the passphrase from {source}"),
