@@ -27,6 +27,12 @@ pub enum CacheError {
     Busy(PathBuf),
     /// The vault's master key is not the one this cache pinned (a rekey, or a replaced vault).
     MasterKeyChanged(PathBuf),
+    /// The vault's master key is one this cache retired when it accepted a rekey's new key: an
+    /// old copy of the vault put back. Refused for good.
+    MasterKeyRetired(PathBuf),
+    /// The journal cannot take another batch without passing its bound: it must be committed
+    /// (frozen, and a new one started) first.
+    JournalFull { seq: u64, len: u64, max: u64 },
     Io { what: String, source: io::Error },
 }
 
@@ -42,8 +48,21 @@ impl fmt::Display for CacheError {
                 f,
                 "the vault's master key is not the one this cache last mounted ({}): either `pgcryptfs rekey` \
                  replaced it, or someone replaced the vault in the store with one the same key opens. If you \
-                 ran a rekey, mount once with --accept-new-master-key; otherwise do not write to this vault",
+                 ran `pgcryptfs rekey`, it printed the new fingerprint: mount once with --accept-new-master-key \
+                 --expect-fingerprint <that fingerprint>; otherwise do not write to this vault",
                 p.display()
+            ),
+            CacheError::MasterKeyRetired(p) => write!(
+                f,
+                "the vault's master key is one that a rekey retired ({} lists it): the store holds an old copy \
+                 of the vault, put back. It is refused for good, and no option accepts it: do not write to this \
+                 vault, and find out who put the old copy back",
+                p.display()
+            ),
+            CacheError::JournalFull { seq, len, max } => write!(
+                f,
+                "cache journal {seq} holds {len} bytes and cannot take more (at most {max}): the records wait \
+                 for a commit to the store"
             ),
             CacheError::Io { what, source } => write!(f, "cache: {what}: {source}"),
         }
@@ -81,8 +100,62 @@ struct Journal {
     broken: bool,
 }
 
-/// Largest `master-pin`, `lease` or `head` file read (each holds a line or two).
+/// Largest `lease` or `head` file read (each holds a line or two).
 const SMALL_FILE_MAX: usize = 4096;
+
+/// The master-key pin's file: the pinned fingerprint, then `retired <hex>` lines.
+const MASTER_PIN_FILE: &str = "master-pin";
+/// Most retired master-key fingerprints a cache keeps (the oldest go first).
+pub const MAX_RETIRED_PINS: usize = 64;
+/// Largest `master-pin` read: 65 bytes and 64 lines of 73.
+const MASTER_PIN_MAX: usize = 8192;
+
+/// What a cache's `master-pin` says of the vault's master key (`Cache::master_pin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterPin {
+    /// Nothing pinned yet (a first writable mount: trust on first use).
+    Unpinned,
+    /// The pinned key.
+    Pinned,
+    /// Another key than the pinned one (after a rekey, or a replaced vault).
+    Changed,
+}
+
+/// The parsed `master-pin` file: the pinned fingerprint (none if the file is damaged) and those
+/// retired. The first format was the fingerprint's line alone.
+struct PinFile {
+    current: Option<[u8; 32]>,
+    retired: Vec<[u8; 32]>,
+}
+
+impl PinFile {
+    fn parse(text: &str) -> PinFile {
+        let mut f = PinFile { current: None, retired: Vec::new() };
+        let mut damaged = false;
+        for (n, line) in text.lines().enumerate() {
+            match (line.strip_prefix("retired "), format::parse_hex_32(line.trim())) {
+                (Some(hex), _) => match format::parse_hex_32(hex.trim()) {
+                    Some(r) if f.retired.len() < MAX_RETIRED_PINS => f.retired.push(r),
+                    _ => damaged = true,
+                },
+                (None, Some(p)) if n == 0 => f.current = Some(p),
+                _ => damaged = true,
+            }
+        }
+        if damaged {
+            f.current = None;
+        }
+        f
+    }
+
+    fn encode(&self) -> String {
+        let mut s = self.current.map(|p| format!("{}\n", format::hex(&p))).unwrap_or_default();
+        for r in &self.retired {
+            s.push_str(&format!("retired {}\n", format::hex(r)));
+        }
+        s
+    }
+}
 
 /// The head segments a cache knows of: the newest this cache's writer saw in the store, and
 /// the one it is writing (its seq and the hash of its bytes), if a commit is under way.
@@ -97,6 +170,8 @@ pub struct Cache {
     staging: Dir,
     _lock: File,
     pack_target: u64,
+    /// Largest journal file (`format::MAX_JOURNAL_BYTES`).
+    journal_max: u64,
     /// Bytes of sealed chunks in staging packs (not yet in the store).
     staged: std::sync::atomic::AtomicU64,
     packer: Mutex<Packer>,
@@ -129,23 +204,51 @@ impl Cache {
             staging,
             _lock: lock,
             pack_target,
+            journal_max: format::MAX_JOURNAL_BYTES,
             staged: std::sync::atomic::AtomicU64::new(staged),
             packer: Mutex::new(Packer { active: None, closed: Vec::new() }),
             journal: Mutex::new(None),
         })
     }
 
-    /// Trust on first use: the first writable mount with this cache records a fingerprint of the
-    /// vault's master key; later ones refuse a different key unless `accept` (after a rekey).
-    pub fn check_master_pin(&self, pin: &[u8; 32], accept: bool) -> Result<()> {
-        let want = format::hex(pin);
-        match self.dir.read_small("master-pin", SMALL_FILE_MAX) {
-            Ok(have) if String::from_utf8_lossy(&have).trim() == want => return Ok(()),
-            Ok(_) if !accept => return Err(CacheError::MasterKeyChanged(self.dir.path().join("master-pin"))),
-            Ok(_) | Err(_) => {}
+    /// Another journal bound than `format::MAX_JOURNAL_BYTES` (a vault opened with other
+    /// `format::Limits`).
+    pub fn with_journal_max(mut self, max: u64) -> Self {
+        self.journal_max = max;
+        self
+    }
+
+    /// The `master-pin` file, if it can be read (an unreadable one is as good as none: whoever
+    /// can replace it could as well remove it).
+    fn pin_file(&self) -> Option<PinFile> {
+        let bytes = self.dir.read_small(MASTER_PIN_FILE, MASTER_PIN_MAX).ok()?;
+        Some(PinFile::parse(&String::from_utf8_lossy(&bytes)))
+    }
+
+    /// Trust on first use: what this cache's pin says of the master key fingerprint `pin`. A
+    /// fingerprint the cache retired (it accepted a rekey's new key after it) is refused here,
+    /// whatever the caller would accept.
+    pub fn master_pin(&self, pin: &[u8; 32]) -> Result<MasterPin> {
+        let Some(f) = self.pin_file() else { return Ok(MasterPin::Unpinned) };
+        if f.retired.contains(pin) {
+            return Err(CacheError::MasterKeyRetired(self.dir.path().join(MASTER_PIN_FILE)));
         }
+        Ok(if f.current == Some(*pin) { MasterPin::Pinned } else { MasterPin::Changed })
+    }
+
+    /// Pins `pin` (after the vault's checks passed); the fingerprint pinned before is retired
+    /// (at most `MAX_RETIRED_PINS` are kept, the newest).
+    pub fn record_master_pin(&self, pin: &[u8; 32]) -> Result<()> {
+        let mut f = self.pin_file().unwrap_or(PinFile { current: None, retired: Vec::new() });
+        if let Some(old) = f.current.filter(|old| old != pin && !f.retired.contains(old)) {
+            f.retired.push(old);
+        }
+        f.retired.retain(|r| r != pin);
+        let excess = f.retired.len().saturating_sub(MAX_RETIRED_PINS);
+        f.retired.drain(..excess);
+        f.current = Some(*pin);
         self.dir
-            .write_atomic("master-pin", format!("{want}\n").as_bytes())
+            .write_atomic(MASTER_PIN_FILE, f.encode().as_bytes())
             .map_err(io_err("recording the master key's fingerprint"))
     }
 
@@ -353,6 +456,9 @@ impl Cache {
             });
         }
         let sealed = seal(j.seq, j.batches);
+        if j.len + 4 + sealed.len() as u64 > self.journal_max {
+            return Err(CacheError::JournalFull { seq: j.seq, len: j.len, max: self.journal_max });
+        }
         let mut rec = Vec::with_capacity(4 + sealed.len());
         rec.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         rec.extend_from_slice(&sealed);
@@ -400,8 +506,37 @@ impl Cache {
         Ok(out)
     }
 
+    /// The bytes of journal `seq`; a file larger than any journal a writer makes is refused
+    /// without reading it whole.
     pub fn read_journal(&self, seq: u64) -> Result<Vec<u8>> {
-        self.dir.read(&Self::journal_name(seq)).map_err(io_err("reading the journal"))
+        let name = Self::journal_name(seq);
+        self.dir.read_small(&name, self.journal_max as usize).map_err(|source| CacheError::Io {
+            what: if source.kind() == io::ErrorKind::InvalidData {
+                format!(
+                    "the journal {} is larger than any journal pgcryptfs writes ({} bytes): refused",
+                    self.dir.path().join(&name).display(),
+                    self.journal_max
+                )
+            } else {
+                format!("reading the journal {}", self.dir.path().join(&name).display())
+            },
+            source,
+        })
+    }
+
+    /// Bytes in the current journal file (0 before the first is started).
+    pub fn journal_len(&self) -> u64 {
+        self.journal.lock().unwrap().as_ref().map_or(0, |j| j.len)
+    }
+
+    /// The refusal an append of at most `plain` bytes of records would meet (a batch adds 44
+    /// bytes to them), told before anything is sealed. Only for a journal that holds batches
+    /// already: an empty one takes what fits its bound, and the append itself refuses the rest.
+    pub fn journal_full_for(&self, plain: u64) -> Option<CacheError> {
+        let g = self.journal.lock().unwrap();
+        let j = g.as_ref()?;
+        (j.batches > 0 && j.len + 4 + (format::SEAL_OVERHEAD as u64) + plain > self.journal_max)
+            .then_some(CacheError::JournalFull { seq: j.seq, len: j.len, max: self.journal_max })
     }
 
     pub fn remove_journal(&self, seq: u64) -> Result<()> {
@@ -623,13 +758,6 @@ impl Dir {
         self.sync()
     }
 
-    /// Reads a whole regular file (never through a link).
-    pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        io::Read::read_to_end(&mut self.open_read(name)?, &mut out)?;
-        Ok(out)
-    }
-
     /// Reads a small file: at most `max` bytes, and an error if it holds more (a planted huge
     /// file is not read into memory).
     pub fn read_small(&self, name: &str, max: usize) -> io::Result<Vec<u8>> {
@@ -798,8 +926,9 @@ mod tests {
         }
         c.set_lease_id(&[7; 16]).unwrap();
         assert_eq!(c.lease_id(), Some([7; 16]));
-        c.check_master_pin(&[8; 32], false).unwrap();
-        c.check_master_pin(&[8; 32], false).unwrap();
+        assert_eq!(c.master_pin(&[8; 32]).unwrap(), MasterPin::Unpinned);
+        c.record_master_pin(&[8; 32]).unwrap();
+        assert_eq!(c.master_pin(&[8; 32]).unwrap(), MasterPin::Pinned);
         c.start_journal(7).unwrap();
         c.journal_append(|_, _| b"batch".to_vec()).unwrap();
         assert_eq!(format::split_journal(&c.read_journal(7).unwrap()).unwrap().1, vec![&b"batch"[..]]);
@@ -866,5 +995,72 @@ mod tests {
             let e = Cache::open(&theirs, &[1; 16], 100).err().expect("another owner is refused").to_string();
             assert!(e.contains("owned by uid 65534"), "{e}");
         }
+    }
+
+    /// The pin keeps the keys it retired: a retired key is refused for good (the caller cannot
+    /// accept it), the first format (one line) still reads, and at most MAX_RETIRED_PINS are
+    /// kept, the newest.
+    #[test]
+    fn master_pins_retire_and_never_take_back() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path(), &[1; 16], 100).unwrap();
+        let pin_file = c.dir().join("master-pin");
+        // The first format: the fingerprint's line alone.
+        fs::write(&pin_file, format!("{}\n", format::hex(&[1; 32]))).unwrap();
+        assert_eq!(c.master_pin(&[1; 32]).unwrap(), MasterPin::Pinned);
+        assert_eq!(c.master_pin(&[2; 32]).unwrap(), MasterPin::Changed);
+        // Key 2 accepted (by the vault, after its checks): key 1 is retired.
+        c.record_master_pin(&[2; 32]).unwrap();
+        assert_eq!(c.master_pin(&[2; 32]).unwrap(), MasterPin::Pinned);
+        let e = c.master_pin(&[1; 32]).unwrap_err();
+        assert!(matches!(e, CacheError::MasterKeyRetired(_)), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("no option accepts it") && !msg.contains("--"), "{msg}");
+        assert_eq!(
+            fs::read_to_string(&pin_file).unwrap(),
+            format!("{}\nretired {}\n", format::hex(&[2; 32]), format::hex(&[1; 32]))
+        );
+        // A changed key's refusal names what to do after a rekey, never the key found.
+        let changed = CacheError::MasterKeyChanged(pin_file.clone()).to_string();
+        assert!(changed.contains("--accept-new-master-key --expect-fingerprint <that fingerprint>"), "{changed}");
+        // Many rekeys: the oldest retired keys go, the newest stay.
+        for k in 3..(MAX_RETIRED_PINS as u8 + 10) {
+            c.record_master_pin(&[k; 32]).unwrap();
+        }
+        let newest_retired = MAX_RETIRED_PINS as u8 + 8;
+        assert!(matches!(c.master_pin(&[newest_retired; 32]), Err(CacheError::MasterKeyRetired(_))));
+        assert_eq!(c.master_pin(&[1; 32]).unwrap(), MasterPin::Changed, "the oldest was forgotten");
+        let text = fs::read_to_string(&pin_file).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with("retired ")).count(), MAX_RETIRED_PINS);
+        assert!(text.len() <= MASTER_PIN_MAX, "{}", text.len());
+        // A damaged pin pins nothing: another key is a change, not a first use.
+        fs::write(&pin_file, "garbage\n").unwrap();
+        assert_eq!(c.master_pin(&[2; 32]).unwrap(), MasterPin::Changed);
+    }
+
+    /// A journal never grows past its bound (the append is refused, the file stays as it was),
+    /// and a journal file larger than the bound (planted, or from elsewhere) is refused without
+    /// reading it whole.
+    #[test]
+    fn journals_stay_within_their_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path(), &[1; 16], 100).unwrap().with_journal_max(100);
+        c.start_journal(3).unwrap();
+        c.journal_append(|_, _| vec![7; 50]).unwrap(); // 20 + 54
+        let e = c.journal_append(|_, _| vec![8; 30]).unwrap_err(); // would be 108
+        assert!(matches!(e, CacheError::JournalFull { seq: 3, len: 74, max: 100 }), "{e}");
+        c.journal_append(|_, _| vec![9; 22]).unwrap(); // exactly 100
+        assert_eq!(c.journal_len(), 100);
+        assert_eq!(format::split_journal(&c.read_journal(3).unwrap()).unwrap().1, vec![&[7; 50][..], &[9; 22][..]]);
+        // A planted journal of 101 bytes is refused, naming it.
+        let big = c.dir().join("journal-0000000000000004");
+        fs::File::create(&big).unwrap().set_len(101).unwrap();
+        let e = c.read_journal(4).unwrap_err().to_string();
+        assert!(e.contains("journal-0000000000000004") && e.contains("larger than any journal"), "{e}");
+        // At the production bound: a sparse file one byte past it.
+        let c = Cache::open(d.path(), &[2; 16], 100).unwrap();
+        let huge = c.dir().join("journal-0000000000000001");
+        fs::File::create(&huge).unwrap().set_len(format::MAX_JOURNAL_BYTES + 1).unwrap();
+        assert!(c.read_journal(1).unwrap_err().to_string().contains("larger than any journal"));
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use crate::format::{self, Attr, ChunkRef, Id, Kind, Record, Time};
+use crate::format::{self, Attr, ChunkRef, Id, Kind, Limits, Record, Time};
 
 pub const ROOT: u64 = 1;
 /// readdir cookies 1 and 2 are "." and ".."; entries start at 3.
@@ -21,6 +21,9 @@ pub enum CatalogError {
     /// An argument POSIX calls invalid (rename into own subtree, unsupported flag, bad name).
     Invalid,
     NameTooLong,
+    /// The catalog is at a stated bound (`format::Limits`): its inodes or bytes, or the records
+    /// not yet in the journal. ENOSPC.
+    NoSpace,
     /// Replayed metadata contradicts itself: the vault's metadata is damaged.
     Corrupt(String),
 }
@@ -88,7 +91,8 @@ pub struct Inode {
     chunks: BTreeMap<u64, ChunkRef>,
     pub links: u32,
     subdirs: u32,
-    pub dir: Option<Dir>,
+    /// Boxed: most inodes are files, and a `Dir` inline would cost every one of them 80 bytes.
+    pub dir: Option<Box<Dir>>,
     /// One (parent, name) that leads here, for messages.
     parent: u64,
     name: Vec<u8>,
@@ -119,9 +123,13 @@ impl Inode {
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
     }
-    /// Drops chunks at and past `count` (a file's size shrank to `count` chunks).
-    fn trim_chunks(&mut self, count: u64) {
-        drop(self.chunks.split_off(&count));
+    /// Drops chunks at and past `count` (a file's size shrank to `count` chunks); returns how
+    /// many went.
+    fn trim_chunks(&mut self, count: u64) -> u64 {
+        if self.chunks.range(count..).next().is_none() {
+            return 0;
+        }
+        self.chunks.split_off(&count).len() as u64
     }
 }
 
@@ -138,15 +146,127 @@ pub struct SetAttr {
 
 pub struct Catalog {
     chunk_size: u32,
-    inodes: HashMap<u64, Inode>,
+    /// Boxed: the table then holds a pointer per inode, not 350 bytes (it runs half empty after
+    /// each doubling).
+    inodes: HashMap<u64, Box<Inode>>,
     next_ino: u64,
     pending: Vec<Record>,
     attr_dirty: BTreeSet<u64>,
+    limits: Limits,
+    /// Encoded size of this state's checkpoint records (`encoded_bytes`).
+    bytes: u64,
+    /// Encoded size of `pending`.
+    pending_bytes: u64,
+    /// Encoded size of the `Inode` records the inodes in `attr_dirty` will log.
+    attr_dirty_bytes: u64,
+    /// Chunk buffers written and not yet sealed, over all inodes (each becomes a `Chunk` record).
+    unsealed_total: u64,
 }
 
+/// Encoded size of an inode's `Inode` record.
+fn inode_rec_len(target: &[u8]) -> u64 {
+    (format::INODE_RECORD_LEN + target.len()) as u64
+}
+
+/// Encoded size of a `Link` record.
+fn link_rec_len(name: &[u8]) -> u64 {
+    (format::LINK_RECORD_LEN + name.len()) as u64
+}
+
+const CHUNK_REC: u64 = format::CHUNK_RECORD_LEN as u64;
+
 impl Catalog {
+    /// An empty catalog with the stated bounds of format 1 (`format::Limits::default`).
     pub fn new(chunk_size: u32) -> Self {
-        Self { chunk_size, inodes: HashMap::new(), next_ino: ROOT + 1, pending: Vec::new(), attr_dirty: BTreeSet::new() }
+        Self::with_limits(chunk_size, Limits::default())
+    }
+
+    /// An empty catalog with other bounds (tests; a writer and the reader of what it wrote must
+    /// use the same ones).
+    pub fn with_limits(chunk_size: u32, limits: Limits) -> Self {
+        Self {
+            chunk_size,
+            inodes: HashMap::new(),
+            next_ino: ROOT + 1,
+            pending: Vec::new(),
+            attr_dirty: BTreeSet::new(),
+            limits,
+            bytes: 0,
+            pending_bytes: 0,
+            attr_dirty_bytes: 0,
+            unsealed_total: 0,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The encoded size of this state as checkpoint records (what `snapshot` encodes to).
+    pub fn encoded_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Bytes of records logged and not yet handed out by `take_pending`.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
+    /// Bytes of records due: those pending, the attribute records of changed inodes, and a
+    /// chunk record per unsealed buffer. The next `take_pending` hands out at most this much
+    /// (plus chunk records of buffers sealed meanwhile, which this already counts).
+    pub fn due_bytes(&self) -> u64 {
+        self.pending_bytes + self.attr_dirty_bytes + self.unsealed_total * CHUNK_REC
+    }
+
+    /// Chunk buffers written and not yet sealed, over all inodes.
+    pub fn unsealed_total(&self) -> u64 {
+        self.unsealed_total
+    }
+
+    /// Refuses (NoSpace) a change that logs about `more` bytes of records while the records due
+    /// already reach the pending bound (the journal is full and cannot take them, e.g. while
+    /// the store is out).
+    fn room_to_log(&self, more: u64) -> Result<()> {
+        if self.due_bytes() + more > self.limits.max_pending_bytes { Err(CatalogError::NoSpace) } else { Ok(()) }
+    }
+
+    /// Refuses (NoSpace) growing the checkpoint records by `more` bytes past the catalog bound
+    /// (buffers not yet sealed count as the chunk records they become).
+    fn room_to_grow(&self, more: u64) -> Result<()> {
+        if self.bytes + self.unsealed_total * CHUNK_REC + more > self.limits.max_catalog_bytes {
+            Err(CatalogError::NoSpace)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a write that touches `chunks` chunks fits (the fs layer asks before it buffers
+    /// anything): NoSpace past the catalog bound or the pending bound.
+    pub fn admit_data(&self, chunks: u64) -> Result<()> {
+        self.room_to_grow(chunks * CHUNK_REC)?;
+        self.room_to_log(chunks * CHUNK_REC + inode_rec_len(&[]))
+    }
+
+    /// Whether an attribute change (setattr) fits: NoSpace past the pending bound. The fs layer
+    /// asks before it changes anything (`setattr` itself never refuses for room).
+    pub fn admit_attr_change(&self, ino: u64) -> Result<()> {
+        self.room_to_log(inode_rec_len(&self.get(ino)?.target))
+    }
+
+    fn mark_attr_dirty(&mut self, ino: u64) {
+        if let Some(i) = self.inodes.get(&ino)
+            && self.attr_dirty.insert(ino)
+        {
+            self.attr_dirty_bytes += inode_rec_len(&i.target);
+        }
+    }
+
+    fn clear_attr_dirty(&mut self, ino: u64) {
+        if self.attr_dirty.remove(&ino) {
+            let len = self.inodes.get(&ino).map_or(0, |i| inode_rec_len(&i.target));
+            self.attr_dirty_bytes = self.attr_dirty_bytes.saturating_sub(len);
+        }
     }
 
     pub fn chunk_size(&self) -> u32 {
@@ -168,15 +288,15 @@ impl Catalog {
     }
 
     pub fn get(&self, ino: u64) -> Result<&Inode> {
-        self.inodes.get(&ino).ok_or(CatalogError::NotFound)
+        self.inodes.get(&ino).map(|i| &**i).ok_or(CatalogError::NotFound)
     }
 
     fn get_mut(&mut self, ino: u64) -> Result<&mut Inode> {
-        self.inodes.get_mut(&ino).ok_or(CatalogError::NotFound)
+        self.inodes.get_mut(&ino).map(|i| &mut **i).ok_or(CatalogError::NotFound)
     }
 
     fn dir(&self, ino: u64) -> Result<&Dir> {
-        self.get(ino)?.dir.as_ref().ok_or(CatalogError::NotDir)
+        self.get(ino)?.dir.as_deref().ok_or(CatalogError::NotDir)
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<&Inode> {
@@ -210,6 +330,21 @@ impl Catalog {
 
     // -- applying records (live and replay) -----------------------------------------------------
 
+    /// Applies one record read from the store or a journal: `apply`, and the catalog must stay
+    /// within what a writer with these bounds can make (`Limits::load_catalog_bytes`).
+    pub fn replay(&mut self, rec: &Record) -> Result<()> {
+        self.apply(rec)?;
+        if self.bytes > self.limits.load_catalog_bytes() {
+            return Err(CatalogError::Corrupt(format!(
+                "the records exceed {} bytes, more than a catalog of format 1 holds (pgcryptfs refuses to grow \
+                 one past {} bytes)",
+                self.limits.load_catalog_bytes(),
+                self.limits.max_catalog_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Applies one record. During replay an error means the metadata is inconsistent.
     pub fn apply(&mut self, rec: &Record) -> Result<()> {
         let corrupt = |m: String| CatalogError::Corrupt(m);
@@ -227,15 +362,27 @@ impl Catalog {
                         if i.attr.kind != attr.kind || i.file_id != *file_id {
                             return Err(corrupt(format!("inode {ino} changes kind or file id")));
                         }
+                        let old_target = inode_rec_len(&i.target);
                         i.attr = attr.clone();
                         i.logged = attr.clone();
                         i.target = target.clone();
-                        i.trim_chunks(format::chunk_count(attr.size, cs));
+                        let trimmed = i.trim_chunks(format::chunk_count(attr.size, cs));
+                        self.bytes = self.bytes + inode_rec_len(target) - old_target - trimmed * CHUNK_REC;
+                        if self.attr_dirty.contains(ino) {
+                            self.attr_dirty_bytes = self.attr_dirty_bytes + inode_rec_len(target) - old_target;
+                        }
                     }
                     None => {
+                        if self.inodes.len() as u64 >= self.limits.max_inodes {
+                            return Err(corrupt(format!(
+                                "more than {} inodes, the most a catalog of format 1 holds",
+                                self.limits.max_inodes
+                            )));
+                        }
+                        self.bytes += inode_rec_len(target);
                         self.inodes.insert(
                             *ino,
-                            Inode {
+                            Box::new(Inode {
                                 ino: *ino,
                                 file_id: *file_id,
                                 attr: attr.clone(),
@@ -244,13 +391,13 @@ impl Catalog {
                                 chunks: BTreeMap::new(),
                                 links: 0,
                                 subdirs: 0,
-                                dir: (attr.kind == Kind::Dir).then(Dir::new),
+                                dir: (attr.kind == Kind::Dir).then(|| Box::new(Dir::new())),
                                 parent: 0,
                                 name: Vec::new(),
                                 open: 0,
                                 lookups: 0,
                                 unsealed: 0,
-                            },
+                            }),
                         );
                         self.next_ino = self.next_ino.max(ino + 1);
                     }
@@ -273,6 +420,7 @@ impl Catalog {
                 if child_is_dir {
                     p.subdirs += 1;
                 }
+                self.bytes += link_rec_len(name);
                 let c = self.inodes.get_mut(ino).expect("checked above");
                 if c.links == 0 || c.parent == 0 {
                     c.parent = *parent;
@@ -284,6 +432,7 @@ impl Catalog {
                 let p = self.inodes.get_mut(parent).ok_or_else(|| corrupt(format!("unlink in missing dir {parent}")))?;
                 let d = p.dir.as_mut().ok_or_else(|| corrupt(format!("unlink in non-directory {parent}")))?;
                 let ino = d.remove(name).ok_or_else(|| corrupt(format!("unlink of missing entry in {parent}")))?;
+                self.bytes -= link_rec_len(name);
                 let c = self.inodes.get_mut(&ino).ok_or_else(|| corrupt(format!("entry for missing inode {ino}")))?;
                 c.links -= 1;
                 let was_dir = c.attr.kind == Kind::Dir;
@@ -299,15 +448,19 @@ impl Catalog {
                 if i.links != 0 || i.dir.as_ref().is_some_and(|d| !d.is_empty()) || *ino == ROOT {
                     return Err(corrupt(format!("drop of inode {ino} that is still linked")));
                 }
-                self.inodes.remove(ino);
-                self.attr_dirty.remove(ino);
+                self.clear_attr_dirty(*ino);
+                let i = self.inodes.remove(ino).expect("checked above");
+                self.bytes -= inode_rec_len(&i.target) + i.chunks.len() as u64 * CHUNK_REC;
+                self.unsealed_total = self.unsealed_total.saturating_sub(i.unsealed as u64);
             }
             Record::Chunk { ino, index, chunk } => {
                 let i = self.inodes.get_mut(ino).ok_or_else(|| corrupt(format!("chunk of missing inode {ino}")))?;
                 if i.attr.kind != Kind::File || *index >= format::max_chunks(self.chunk_size) {
                     return Err(corrupt(format!("chunk record for non-file or absurd index in inode {ino}")));
                 }
-                i.chunks.insert(*index, *chunk);
+                if i.chunks.insert(*index, *chunk).is_none() {
+                    self.bytes += CHUNK_REC;
+                }
             }
         }
         Ok(())
@@ -315,6 +468,7 @@ impl Catalog {
 
     fn log(&mut self, rec: Record) {
         self.apply(&rec).expect("live records are validated before they are logged");
+        self.pending_bytes += rec.encoded_len() as u64;
         self.pending.push(rec);
     }
 
@@ -325,9 +479,11 @@ impl Catalog {
             return Err(CatalogError::Corrupt("the root directory is missing".into()));
         }
         let cs = self.chunk_size;
+        let mut trimmed = 0;
         for i in self.inodes.values_mut() {
-            i.trim_chunks(format::chunk_count(i.attr.size, cs));
+            trimmed += i.trim_chunks(format::chunk_count(i.attr.size, cs));
         }
+        self.bytes -= trimmed * CHUNK_REC;
         let mut orphans: Vec<u64> =
             self.inodes.values().filter(|i| i.links == 0 && i.ino != ROOT && i.dir.as_ref().is_none_or(|d| d.is_empty())).map(|i| i.ino).collect();
         orphans.sort_unstable();
@@ -348,7 +504,7 @@ impl Catalog {
         if let Some(d) = self.inodes.get_mut(&ino) {
             d.attr.mtime = now;
             d.attr.ctime = now;
-            self.attr_dirty.insert(ino);
+            self.mark_attr_dirty(ino);
         }
     }
 
@@ -362,6 +518,12 @@ impl Catalog {
         if target.len() > format::TARGET_MAX {
             return Err(CatalogError::NameTooLong);
         }
+        if self.inodes.len() as u64 >= self.limits.max_inodes {
+            return Err(CatalogError::NoSpace);
+        }
+        let grows = inode_rec_len(target) + link_rec_len(name);
+        self.room_to_grow(grows)?;
+        self.room_to_log(grows + inode_rec_len(&[]))?;
         let ino = self.next_ino;
         self.next_ino += 1;
         let file_id = if kind == Kind::File { crate::crypto::random_id() } else { [0; 16] };
@@ -382,10 +544,12 @@ impl Catalog {
         if self.dir(parent)?.get(name).is_some() {
             return Err(CatalogError::Exists);
         }
+        self.room_to_grow(link_rec_len(name))?;
+        self.room_to_log(link_rec_len(name) + inode_rec_len(&self.get(ino)?.target) + inode_rec_len(&[]))?;
         self.log(Record::Link { parent, name: name.to_vec(), ino });
         let i = self.get_mut(ino)?;
         i.attr.ctime = now;
-        self.attr_dirty.insert(ino);
+        self.mark_attr_dirty(ino);
         self.touch_dir(parent, now);
         Ok(())
     }
@@ -397,7 +561,7 @@ impl Catalog {
         let i = self.inodes.get_mut(&ino).expect("linked inode exists");
         i.attr.ctime = now;
         if i.links > 0 {
-            self.attr_dirty.insert(ino);
+            self.mark_attr_dirty(ino);
         }
         self.drop_if_unused(ino);
         ino
@@ -430,10 +594,18 @@ impl Catalog {
         }
     }
 
+    /// Bytes of records that removing the entry `name` of inode `i` logs at most (the entry, a
+    /// drop, the attributes of the inode and of its directory).
+    fn removal_log_len(name: &[u8], i: &Inode) -> u64 {
+        (format::UNLINK_RECORD_LEN + name.len() + format::DROP_RECORD_LEN) as u64 + inode_rec_len(&i.target) + inode_rec_len(&[])
+    }
+
     pub fn unlink(&mut self, parent: u64, name: &[u8], now: Time) -> Result<u64> {
-        if self.lookup(parent, name)?.attr.kind == Kind::Dir {
+        let i = self.lookup(parent, name)?;
+        if i.attr.kind == Kind::Dir {
             return Err(CatalogError::IsDir);
         }
+        self.room_to_log(Self::removal_log_len(name, i))?;
         let ino = self.remove_entry(parent, name, now);
         self.touch_dir(parent, now);
         Ok(ino)
@@ -445,6 +617,7 @@ impl Catalog {
         if !d.is_empty() {
             return Err(CatalogError::NotEmpty);
         }
+        self.room_to_log(Self::removal_log_len(name, i))?;
         self.remove_entry(parent, name, now);
         self.touch_dir(parent, now);
         Ok(())
@@ -469,7 +642,9 @@ impl Catalog {
                 }
             }
         }
-        if let Some(dst) = self.dir(new_parent)?.get(new_name) {
+        let mut logs = Self::removal_log_len(name, self.get(src)?) + link_rec_len(new_name) + inode_rec_len(&[]);
+        let replaced = self.dir(new_parent)?.get(new_name);
+        if let Some(dst) = replaced {
             if noreplace {
                 return Err(CatalogError::Exists);
             }
@@ -483,13 +658,20 @@ impl Catalog {
                 (true, Some(dd)) if !dd.is_empty() => return Err(CatalogError::NotEmpty),
                 _ => {}
             }
+            logs += Self::removal_log_len(new_name, d);
+        } else {
+            // A longer name is a longer Link record in every later checkpoint.
+            self.room_to_grow(new_name.len().saturating_sub(name.len()) as u64)?;
+        }
+        self.room_to_log(logs)?;
+        if replaced.is_some() {
             self.remove_entry(new_parent, new_name, now);
         }
         self.log(Record::Unlink { parent, name: name.to_vec() });
         self.log(Record::Link { parent: new_parent, name: new_name.to_vec(), ino: src });
         let s = self.get_mut(src)?;
         s.attr.ctime = now;
-        self.attr_dirty.insert(src);
+        self.mark_attr_dirty(src);
         self.touch_dir(parent, now);
         self.touch_dir(new_parent, now);
         Ok(())
@@ -526,7 +708,7 @@ impl Catalog {
         i.attr.ctime = now;
         let rec = self.inode_record(ino);
         self.log(rec);
-        self.attr_dirty.remove(&ino);
+        self.clear_attr_dirty(ino);
         Ok(())
     }
 
@@ -536,7 +718,7 @@ impl Catalog {
         i.attr.size = i.attr.size.max(end);
         i.attr.mtime = now;
         i.attr.ctime = now;
-        self.attr_dirty.insert(ino);
+        self.mark_attr_dirty(ino);
         Ok(())
     }
 
@@ -544,7 +726,7 @@ impl Catalog {
     pub fn note_truncate(&mut self, ino: u64, size: u64) -> Result<()> {
         let i = self.get_mut(ino)?;
         i.attr.size = size;
-        self.attr_dirty.insert(ino);
+        self.mark_attr_dirty(ino);
         Ok(())
     }
 
@@ -561,7 +743,9 @@ impl Catalog {
 
     pub fn add_unsealed(&mut self, ino: u64, delta: i64) {
         if let Some(i) = self.inodes.get_mut(&ino) {
-            i.unsealed = (i.unsealed as i64 + delta).max(0) as u32;
+            let new = (i.unsealed as i64 + delta).max(0) as u32;
+            self.unsealed_total = self.unsealed_total + new as u64 - i.unsealed as u64;
+            i.unsealed = new;
         }
     }
 
@@ -584,29 +768,44 @@ impl Catalog {
         let ready: Vec<u64> =
             self.attr_dirty.iter().copied().filter(|ino| self.inodes.get(ino).is_some_and(|i| i.unsealed == 0)).collect();
         for ino in ready {
-            self.attr_dirty.remove(&ino);
+            self.clear_attr_dirty(ino);
             if self.inodes[&ino].attr != self.inodes[&ino].logged {
                 let rec = self.inode_record(ino);
                 self.log(rec);
             }
         }
+        self.pending_bytes = 0;
         std::mem::take(&mut self.pending)
     }
 
     /// Puts records back in front of the pending list after a failed journal append.
     pub fn requeue(&mut self, mut recs: Vec<Record>) {
+        self.pending_bytes += recs.iter().map(|r| r.encoded_len() as u64).sum::<u64>();
         recs.append(&mut self.pending);
         self.pending = recs;
     }
 
     /// The whole logged state as records (a checkpoint): inodes, then chunks, then links.
     pub fn snapshot(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.inodes.len() * 2);
+        self.for_each_snapshot_record(|r| out.push(r));
+        out
+    }
+
+    /// The checkpoint records of `snapshot`, encoded one at a time (no list of records is held:
+    /// a full catalog's list would take more memory than the catalog).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut e = format::Enc { buf: Vec::with_capacity(self.bytes as usize) };
+        self.for_each_snapshot_record(|r| r.encode_into(&mut e));
+        e.buf
+    }
+
+    fn for_each_snapshot_record(&self, mut f: impl FnMut(Record)) {
         let mut inos: Vec<u64> = self.inodes.keys().copied().collect();
         inos.sort_unstable();
-        let mut out = Vec::with_capacity(inos.len() * 2);
         for ino in &inos {
             let i = &self.inodes[ino];
-            out.push(Record::Inode { ino: *ino, file_id: i.file_id, attr: i.logged.clone(), target: i.target.clone() });
+            f(Record::Inode { ino: *ino, file_id: i.file_id, attr: i.logged.clone(), target: i.target.clone() });
         }
         // Every chunk, also past the logged size: a chunk sealed for a write whose size is not
         // logged yet is journaled already, and the delta that logs the size will not repeat it.
@@ -614,17 +813,16 @@ impl Catalog {
         for ino in &inos {
             let i = &self.inodes[ino];
             for (index, chunk) in i.chunks() {
-                out.push(Record::Chunk { ino: *ino, index, chunk });
+                f(Record::Chunk { ino: *ino, index, chunk });
             }
         }
         for ino in &inos {
             if let Some(d) = &self.inodes[ino].dir {
                 for (_, name, child) in d.after(0) {
-                    out.push(Record::Link { parent: *ino, name: name.to_vec(), ino: child });
+                    f(Record::Link { parent: *ino, name: name.to_vec(), ino: child });
                 }
             }
         }
-        out
     }
 
     /// Every chunk of every inode: (inode, chunk index, where it is).
@@ -839,5 +1037,144 @@ mod tests {
         c.create(ROOT, b"e", Kind::File, 0o644, 0, 0, b"", t(2)).unwrap();
         let rest: Vec<_> = c.dir(ROOT).unwrap().after(first[1]).map(|(_, n, _)| n.to_vec()).collect();
         assert_eq!(rest, vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]);
+    }
+
+    fn small(max_inodes: u64, max_catalog_bytes: u64, max_pending_bytes: u64) -> Catalog {
+        let limits = Limits { max_inodes, max_catalog_bytes, catalog_slack_bytes: 0, max_pending_bytes, max_journal_bytes: 1 << 20 };
+        let mut c = Catalog::with_limits(4096, limits);
+        for r in Catalog::root_records(0, 0, t(1)) {
+            c.apply(&r).unwrap();
+        }
+        c
+    }
+
+    fn chunk(n: u64) -> ChunkRef {
+        ChunkRef { pack: [n as u8; 16], offset: n * 100, len: 100, tag: [0; 16] }
+    }
+
+    /// `encoded_bytes` is what a checkpoint of the catalog encodes to, through every kind of
+    /// change, and after a replay of what was logged.
+    #[test]
+    fn encoded_bytes_track_the_checkpoint() {
+        let mut c = fresh();
+        let check = |c: &Catalog| {
+            assert_eq!(c.encoded_bytes(), format::encode_records(&c.snapshot()).len() as u64);
+            assert_eq!(c.encode_snapshot(), format::encode_records(&c.snapshot()));
+        };
+        check(&c);
+        let d = c.create(ROOT, b"dir", Kind::Dir, 0o755, 0, 0, b"", t(2)).unwrap();
+        let f = c.create(d, b"file", Kind::File, 0o644, 0, 0, b"", t(2)).unwrap();
+        c.create(ROOT, b"sym", Kind::Symlink, 0o777, 0, 0, &[b'x'; 300], t(2)).unwrap();
+        check(&c);
+        c.note_write(f, 3 * 4096, t(3)).unwrap();
+        for i in 0..3 {
+            c.set_chunk(f, i, chunk(i)).unwrap();
+        }
+        c.set_chunk(f, 1, chunk(9)).unwrap(); // a rewrite: no new record in a checkpoint
+        check(&c);
+        c.link(f, ROOT, b"hard-link-with-a-long-name", t(4)).unwrap();
+        c.rename(ROOT, b"sym", d, b"s", false, t(4)).unwrap();
+        check(&c);
+        c.setattr(f, &SetAttr { size: Some(4096), ..Default::default() }, t(5)).unwrap();
+        check(&c);
+        let g = c.create(ROOT, b"g", Kind::File, 0o644, 0, 0, b"", t(6)).unwrap();
+        c.note_write(g, 1, t(6)).unwrap();
+        c.set_chunk(g, 0, chunk(1)).unwrap();
+        c.rename(ROOT, b"g", d, b"file", false, t(6)).unwrap(); // replaces (drops) the first link of f
+        c.unlink(ROOT, b"hard-link-with-a-long-name", t(7)).unwrap(); // and its last: f is dropped
+        assert!(c.get(f).is_err());
+        check(&c);
+        let r = replayed(&mut c, &Catalog::root_records(0, 0, t(1)));
+        assert_eq!(r.encoded_bytes(), c.encoded_bytes());
+        check(&r);
+    }
+
+    /// Past its inode bound a catalog refuses to create (ENOSPC) and a replay refuses the
+    /// records (damage); past its byte bound the same, a symlink target and a longer name
+    /// counting as what they cost.
+    #[test]
+    fn inode_and_byte_bounds() {
+        let mut c = small(4, 1 << 20, 1 << 20);
+        for n in [b"a", b"b", b"c"] {
+            c.create(ROOT, n, Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        }
+        assert_eq!(c.create(ROOT, b"d", Kind::Dir, 0o755, 0, 0, b"", t(1)), Err(CatalogError::NoSpace));
+        assert_eq!(c.create(ROOT, b"a", Kind::File, 0o644, 0, 0, b"", t(1)), Err(CatalogError::Exists), "EEXIST first");
+        // An unlinked inode still open counts until it is released.
+        let a = c.lookup(ROOT, b"a").unwrap().ino;
+        c.open(a).unwrap();
+        c.unlink(ROOT, b"a", t(2)).unwrap();
+        assert_eq!(c.create(ROOT, b"d", Kind::File, 0o644, 0, 0, b"", t(2)), Err(CatalogError::NoSpace));
+        c.release(a);
+        c.create(ROOT, b"d", Kind::File, 0o644, 0, 0, b"", t(2)).unwrap();
+        // A replay of more inodes than the bound is damage.
+        let mut r = small(4, 1 << 20, 1 << 20);
+        let attr = c.get(ROOT).unwrap().attr.clone();
+        for ino in 2..5 {
+            r.replay(&Record::Inode { ino, file_id: [0; 16], attr: attr.clone(), target: Vec::new() }).unwrap();
+        }
+        let e = r.replay(&Record::Inode { ino: 9, file_id: [0; 16], attr, target: Vec::new() }).unwrap_err();
+        assert!(matches!(&e, CatalogError::Corrupt(m) if m.contains("more than 4 inodes")), "{e:?}");
+
+        // Bytes: root 84; a file costs 84 + 19 + name.
+        let mut c = small(100, 84 + 2 * 104 + 220, 1 << 20);
+        c.create(ROOT, b"a", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        c.create(ROOT, b"b", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        assert_eq!(c.create(ROOT, b"s", Kind::Symlink, 0o777, 0, 0, &[b'x'; 400], t(1)), Err(CatalogError::NoSpace));
+        assert_eq!(c.rename(ROOT, b"a", ROOT, &[b'n'; 255], false, t(2)), Err(CatalogError::NoSpace));
+        c.rename(ROOT, b"a", ROOT, &[b'n'; 200], false, t(2)).unwrap();
+        let b = c.lookup(ROOT, b"b").unwrap().ino;
+        assert_eq!(c.link(b, ROOT, &[b'l'; 200], t(3)), Err(CatalogError::NoSpace));
+        assert_eq!(c.encoded_bytes(), 84 + 2 * 104 + 199);
+        // Data: each chunk a write may make counts, buffered or sealed.
+        let mut c = small(100, 84 + 104 + 10 * 61, 1 << 20);
+        let b = c.create(ROOT, b"b", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        c.note_write(b, 1 << 20, t(1)).unwrap();
+        let room = (c.limits().max_catalog_bytes - c.encoded_bytes()) / format::CHUNK_RECORD_LEN as u64;
+        assert_eq!(room, 10);
+        c.admit_data(room).unwrap();
+        assert_eq!(c.admit_data(room + 1), Err(CatalogError::NoSpace));
+        c.add_unsealed(b, 1);
+        assert_eq!(c.admit_data(room), Err(CatalogError::NoSpace));
+        c.set_chunk(b, 0, chunk(0)).unwrap();
+        c.add_unsealed(b, -1);
+        assert_eq!(c.admit_data(room), Err(CatalogError::NoSpace));
+        c.admit_data(room - 1).unwrap();
+        // A replay past the bound (plus its slack, here none) is damage.
+        let mut r = small(100, 84 + 103, 1 << 20);
+        let recs = c.snapshot();
+        let e = recs.iter().try_for_each(|rec| r.replay(rec)).unwrap_err();
+        assert!(matches!(&e, CatalogError::Corrupt(m) if m.contains("exceed")), "{e:?}");
+    }
+
+    /// Records not yet handed to the journal are bounded: past the bound, changes are refused
+    /// (ENOSPC) until `take_pending` hands them out; a failed append puts them back, counted.
+    #[test]
+    fn pending_records_are_bounded() {
+        let mut c = small(1000, 1 << 20, 2000);
+        let mut made = 0;
+        while c.create(ROOT, format!("f{made}").as_bytes(), Kind::File, 0o644, 0, 0, b"", t(1)).is_ok() {
+            made += 1;
+        }
+        assert!(made > 5, "{made}");
+        assert!(c.due_bytes() <= 2000, "{}", c.due_bytes());
+        // setattr never refuses (the fs layer asks `admit_attr_change` before it starts): it
+        // takes the records due past the bound, and then every change is refused.
+        while c.due_bytes() <= 2000 {
+            c.setattr(ROOT, &SetAttr { mode: Some(0o700), ..Default::default() }, t(2)).unwrap();
+        }
+        assert_eq!(c.create(ROOT, b"x", Kind::File, 0o644, 0, 0, b"", t(1)), Err(CatalogError::NoSpace));
+        assert_eq!(c.unlink(ROOT, b"f0", t(2)), Err(CatalogError::NoSpace));
+        assert_eq!(c.rename(ROOT, b"f0", ROOT, b"g", false, t(2)), Err(CatalogError::NoSpace));
+        assert_eq!(c.admit_attr_change(ROOT), Err(CatalogError::NoSpace));
+        let due = c.due_bytes();
+        let out = c.take_pending();
+        assert_eq!(out.iter().map(|r| r.encoded_len() as u64).sum::<u64>(), due, "due_bytes is what is handed out");
+        assert_eq!((c.pending_bytes(), c.due_bytes()), (0, 0));
+        c.unlink(ROOT, b"f0", t(2)).unwrap();
+        let p = c.take_pending();
+        let len: u64 = p.iter().map(|r| r.encoded_len() as u64).sum();
+        c.requeue(p);
+        assert_eq!(c.pending_bytes(), len);
     }
 }

@@ -122,8 +122,10 @@ pub enum Command {
         /// FUSE worker threads.
         #[arg(long, default_value_t = config::DEFAULT_THREADS)]
         threads: usize,
-        /// Accept a vault master key other than the one this cache pinned at its first writable
-        /// mount (needed once after `pgcryptfs rekey`; otherwise the vault may have been replaced).
+        /// Accept a vault master key other than the one this cache (and this host's pin of the
+        /// location) pinned, once, after `pgcryptfs rekey`: only together with
+        /// --expect-fingerprint naming the fingerprint the rekey printed, and only if the vault
+        /// has it. A key a rekey retired is never accepted.
         #[arg(long)]
         accept_new_master_key: bool,
         /// Take over the writer lease of another mount once it has expired (that mount must be
@@ -360,6 +362,10 @@ pub fn run(cli: Cli) -> i32 {
                 Ok(e) => e,
                 Err(e) => return fail(&e),
             };
+            // Up front: a new master key is accepted only as the fingerprint the rekey printed.
+            if let Err(e) = expect.accepting(accept_new_master_key) {
+                return fail(&e.to_string());
+            }
             return daemon::mount(MountConfig {
                 expect,
                 store,

@@ -454,6 +454,7 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
         accept_new_master_key: cfg.accept_new_master_key,
         pins: Some(&cfg.cache_dir),
         expect: cfg.expect,
+        limits: Default::default(),
     };
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
@@ -602,14 +603,18 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
     }
 }
 
-/// Commits every `every` (the lease is renewed elsewhere, on its own schedule).
+/// Commits every `every` (the lease is renewed elsewhere, on its own schedule), and early once
+/// the cache journal holds half its bound (`format::Limits::max_journal_bytes`), looked at every
+/// second: a burst of metadata between two commits then never fills the journal.
 fn commit_loop(shared: Arc<Shared>, every: Duration) {
     let mut next_commit = std::time::Instant::now() + every;
     let status_every = Duration::from_secs(5);
     let mut next_status = std::time::Instant::now() + status_every;
+    let journal_look = Duration::from_secs(1);
+    let mut failed = false;
     let mut stop = shared.stop.lock().unwrap();
     loop {
-        let mut wake_at = next_commit;
+        let mut wake_at = next_commit.min(std::time::Instant::now() + journal_look);
         if shared.notifier.is_some() {
             wake_at = wake_at.min(next_status);
         }
@@ -624,10 +629,17 @@ fn commit_loop(shared: Arc<Shared>, every: Duration) {
             n.status(&shared.backlog_status("serving"));
             next_status = now + status_every;
         }
-        if now >= next_commit {
-            if let Err(e) = shared.fs.sync_to_store() {
-                log::error!("periodic commit to the store failed (will retry): {e}");
-            }
+        // After a failed commit the next try waits for the interval, also when the journal fills.
+        let vault = shared.fs.vault();
+        let journal_half_full = !failed && vault.journal_bytes() >= vault.limits().max_journal_bytes / 2;
+        if now >= next_commit || journal_half_full {
+            failed = match shared.fs.sync_to_store() {
+                Ok(_) => false,
+                Err(e) => {
+                    log::error!("periodic commit to the store failed (will retry): {e}");
+                    true
+                }
+            };
             next_commit = std::time::Instant::now() + every;
         }
         stop = shared.stop.lock().unwrap();

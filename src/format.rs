@@ -30,6 +30,71 @@ pub const NAME_MAX: usize = 255;
 /// Longest symlink target (bytes), as PATH_MAX.
 pub const TARGET_MAX: usize = 4096;
 
+// ---------------------------------------------------------------------------------------------
+// Stated bounds of format 1 (docs/SECURITY.md, "Limits"). Format 1 keeps the whole catalog in
+// memory and writes it whole into every checkpoint, so a writer refuses to grow it past these
+// bounds (ENOSPC) and a reader refuses metadata past them as damage, before reading it whole.
+
+/// Most inodes a catalog holds (unlinked ones still open or referenced count too).
+pub const MAX_INODES: u64 = 1 << 22;
+/// Most bytes a catalog's checkpoint records take (the encoded size of its `Inode`, `Chunk` and
+/// `Link` records, `Catalog::encoded_bytes`): 1 GiB. Chunk records alone, that is 17.6 million
+/// chunks, about 1 TiB of file data at the default 64 KiB chunk size (16 TiB at 1 MiB).
+pub const MAX_CATALOG_BYTES: u64 = 1 << 30;
+/// What a catalog may exceed `MAX_CATALOG_BYTES` by: chunk records of data buffered before
+/// the bound was reached (the fs layer's dirty bound makes it a few MiB), so a reader takes
+/// every catalog a writer can make.
+pub const CATALOG_SLACK_BYTES: u64 = 64 << 20;
+/// Most bytes of records due and not yet in the cache journal (logged ones, plus the attribute
+/// and chunk records of changes made); past it, metadata changes and writes fail with ENOSPC
+/// until a journal append succeeds. A quarter of it is appended at once.
+pub const MAX_PENDING_BYTES: u64 = 16 << 20;
+/// Largest cache journal file: an append past it is refused (the commit then freezes the
+/// journal and starts the next); a reader refuses a larger file without reading it.
+pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+/// Most delta segments after the newest checkpoint that a reader follows (writers checkpoint
+/// every 16th segment).
+pub const MAX_CHAIN_DELTAS: usize = 64;
+
+/// The bounds above, as one value: a writer and a reader built from the same `Limits` agree on
+/// what fits. Tests make small ones; everything else uses `Limits::default()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_inodes: u64,
+    pub max_catalog_bytes: u64,
+    pub catalog_slack_bytes: u64,
+    pub max_pending_bytes: u64,
+    pub max_journal_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inodes: MAX_INODES,
+            max_catalog_bytes: MAX_CATALOG_BYTES,
+            catalog_slack_bytes: CATALOG_SLACK_BYTES,
+            max_pending_bytes: MAX_PENDING_BYTES,
+            max_journal_bytes: MAX_JOURNAL_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest catalog (encoded bytes) a load accepts.
+    pub fn load_catalog_bytes(&self) -> u64 {
+        self.max_catalog_bytes + self.catalog_slack_bytes
+    }
+    /// The largest checkpoint segment object a reader downloads.
+    pub fn max_checkpoint_object(&self) -> u64 {
+        (SEGMENT_PREFIX_LEN + SEAL_OVERHEAD) as u64 + self.load_catalog_bytes()
+    }
+    /// The largest delta segment object: a delta holds the records of one journal, which are
+    /// fewer bytes than the journal file.
+    pub fn max_delta_object(&self) -> u64 {
+        (SEGMENT_PREFIX_LEN + SEAL_OVERHEAD) as u64 + self.max_journal_bytes
+    }
+}
+
 pub const HEADER_MAGIC: &[u8; 8] = b"PGCFSVLT";
 pub const SLOT_MAGIC: &[u8; 8] = b"PGCFSKEY";
 pub const SEGMENT_MAGIC: &[u8; 8] = b"PGCFSSEG";
@@ -365,9 +430,24 @@ impl SegmentPrefix {
         e.buf
     }
 
+    /// Decodes the clear prefix alone (the first `SEGMENT_PREFIX_LEN` bytes of a segment).
+    pub fn decode_prefix(buf: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(buf);
+        Self::decode_from(&mut d)
+    }
+
     /// Splits a segment object into its prefix and its sealed body.
     pub fn decode(buf: &[u8]) -> Result<(Self, &[u8])> {
         let mut d = Dec::new(buf);
+        let prefix = Self::decode_from(&mut d)?;
+        let body = d.take(d.remaining(), "metadata segment")?;
+        if body.len() < SEAL_OVERHEAD {
+            return Err(FormatError::Truncated("metadata segment"));
+        }
+        Ok((prefix, body))
+    }
+
+    fn decode_from(d: &mut Dec) -> Result<Self> {
         if d.take(8, "metadata segment")? != SEGMENT_MAGIC {
             return Err(FormatError::BadMagic("metadata segment"));
         }
@@ -382,11 +462,7 @@ impl SegmentPrefix {
         let _ = d.u8("metadata segment")?;
         let seq = d.u64("metadata segment")?;
         let prev_hash = d.array("metadata segment")?;
-        let body = d.take(d.remaining(), "metadata segment")?;
-        if body.len() < SEAL_OVERHEAD {
-            return Err(FormatError::Truncated("metadata segment"));
-        }
-        Ok((Self { kind, seq, prev_hash }, body))
+        Ok(Self { kind, seq, prev_hash })
     }
 }
 
@@ -701,6 +777,30 @@ pub fn valid_name(name: &[u8]) -> bool {
         && !name.iter().any(|&c| c == b'/' || c == 0)
 }
 
+/// Encoded size of an `Inode` record without its target.
+pub const INODE_RECORD_LEN: usize = 84;
+/// Encoded size of a `Link` record without its name.
+pub const LINK_RECORD_LEN: usize = 19;
+/// Encoded size of an `Unlink` record without its name.
+pub const UNLINK_RECORD_LEN: usize = 11;
+/// Encoded size of a `Drop` record.
+pub const DROP_RECORD_LEN: usize = 9;
+/// Encoded size of a `Chunk` record.
+pub const CHUNK_RECORD_LEN: usize = 61;
+
+impl Record {
+    /// The bytes `encode_into` writes for this record.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Record::Inode { target, .. } => INODE_RECORD_LEN + target.len(),
+            Record::Link { name, .. } => LINK_RECORD_LEN + name.len(),
+            Record::Unlink { name, .. } => UNLINK_RECORD_LEN + name.len(),
+            Record::Drop { .. } => DROP_RECORD_LEN,
+            Record::Chunk { .. } => CHUNK_RECORD_LEN,
+        }
+    }
+}
+
 pub fn encode_records(records: &[Record]) -> Vec<u8> {
     let mut e = Enc::new();
     for r in records {
@@ -710,12 +810,30 @@ pub fn encode_records(records: &[Record]) -> Vec<u8> {
 }
 
 pub fn decode_records(buf: &[u8]) -> Result<Vec<Record>> {
-    let mut d = Dec::new(buf);
-    let mut out = Vec::new();
-    while d.remaining() > 0 {
-        out.push(Record::decode_one(&mut d)?);
+    records(buf).collect()
+}
+
+/// The records of `buf`, decoded one at a time (a checkpoint is applied as it is decoded, never
+/// held as a list); the first error ends the iteration.
+pub fn records(buf: &[u8]) -> Records<'_> {
+    Records { d: Dec::new(buf), failed: false }
+}
+
+pub struct Records<'a> {
+    d: Dec<'a>,
+    failed: bool,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Record>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.d.remaining() == 0 {
+            return None;
+        }
+        let r = Record::decode_one(&mut self.d);
+        self.failed = r.is_err();
+        Some(r)
     }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -896,6 +1014,7 @@ mod tests {
         #[test]
         fn records_roundtrip(recs in proptest::collection::vec(arb_record(), 0..20)) {
             let buf = encode_records(&recs);
+            prop_assert_eq!(buf.len(), recs.iter().map(Record::encoded_len).sum::<usize>());
             prop_assert_eq!(decode_records(&buf).unwrap(), recs);
         }
 
@@ -904,6 +1023,7 @@ mod tests {
             let _ = decode_records(&buf);
             let _ = Slot::decode(&buf);
             let _ = SegmentPrefix::decode(&buf);
+            let _ = SegmentPrefix::decode_prefix(&buf);
             let _ = split_journal(&buf);
             let _ = VaultHeader::decode(&buf);
         }

@@ -29,6 +29,8 @@ impl From<CatalogError> for Errno {
 pub enum FsError {
     Catalog(CatalogError),
     Vault(VaultError),
+    /// The handle table is at its bound (`Fs::max_handles`).
+    TooManyHandles,
 }
 
 /// The errno table.
@@ -42,11 +44,14 @@ pub fn errno_of(e: &FsError) -> Errno {
             CatalogError::NotEmpty => libc::ENOTEMPTY,
             CatalogError::Invalid => libc::EINVAL,
             CatalogError::NameTooLong => libc::ENAMETOOLONG,
+            CatalogError::NoSpace => libc::ENOSPC,
             CatalogError::Corrupt(_) => libc::EIO,
         },
+        FsError::TooManyHandles => libc::ENFILE,
         FsError::Vault(v) => match v {
             VaultError::ReadOnly => libc::EROFS,
             VaultError::CacheFull(_) => libc::ENOSPC,
+            VaultError::Cache(CacheError::JournalFull { .. }) => libc::ENOSPC,
             VaultError::Cache(CacheError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
                 libc::ENOSPC
             }
@@ -115,10 +120,22 @@ impl Drop for FileData {
 /// Most dirty chunks one file may hold before the oldest are sealed.
 const MAX_DIRTY_CHUNKS: usize = 32;
 
+/// Most open file handles; an open beyond is refused with ENFILE (a handle costs about 40
+/// bytes here and keeps its inode in the catalog).
+pub const MAX_HANDLES: usize = 1 << 20;
+
+/// Most plaintext in dirty chunk buffers over all files (256 MiB). Past it, a write seals its
+/// file's buffers (all but the chunk it ended in, or that one too if it is the only one), so
+/// writes into many open files cannot make the daemon hold a buffer for each.
+pub const MAX_DIRTY_BYTES: u64 = 256 << 20;
+
 pub struct Fs {
     vault: Arc<Vault>,
     /// fsync waits for the store, not only the cache (`--sync-store`).
     sync_store: bool,
+    /// `MAX_HANDLES` and `MAX_DIRTY_BYTES` (tests make them small).
+    max_handles: usize,
+    max_dirty_bytes: u64,
     files: Mutex<HashMap<u64, Arc<Mutex<FileData>>>>,
     handles: Mutex<HashMap<u64, u64>>,
     next_fh: AtomicU64,
@@ -134,6 +151,8 @@ impl Fs {
         Self {
             vault: Arc::new(vault),
             sync_store: false,
+            max_handles: MAX_HANDLES,
+            max_dirty_bytes: MAX_DIRTY_BYTES,
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -143,6 +162,13 @@ impl Fs {
 
     pub fn with_sync_store(mut self, on: bool) -> Self {
         self.sync_store = on;
+        self
+    }
+
+    /// Other bounds than `MAX_HANDLES` and `MAX_DIRTY_BYTES` (tests).
+    pub fn with_bounds(mut self, max_handles: usize, max_dirty_bytes: u64) -> Self {
+        self.max_handles = max_handles;
+        self.max_dirty_bytes = max_dirty_bytes;
         self
     }
 
@@ -162,6 +188,23 @@ impl Fs {
     fn verr(&self, e: VaultError, what: impl FnOnce() -> String) -> Errno {
         log::error!("{}: {e}", what());
         errno_of(&FsError::Vault(e))
+    }
+
+    /// After a change: once the records waiting for the journal reach a quarter of their bound,
+    /// they are appended (a full journal is committed first), so a burst of changes without
+    /// fsync never reaches the bound while the cache and the store work. A failure here is
+    /// not the change's: it stays pending, and the bound refuses changes if it persists.
+    fn relieve(&self) {
+        if self.vault.read_only() {
+            return;
+        }
+        let due = {
+            let cat = self.vault.catalog();
+            cat.pending_bytes() >= cat.limits().max_pending_bytes / 4
+        };
+        if due && let Err(e) = self.vault.flush_journal() {
+            log::debug!("appending pending records to the journal: {e}");
+        }
     }
 
     pub fn stat(&self, ino: u64) -> Result<Stat> {
@@ -225,18 +268,21 @@ impl Fs {
         };
         let target = if kind.is_device() { format::rdev_bytes(rdev) } else { Vec::new() };
         let ino = self.vault.catalog().create(parent, name, kind, mode, uid, gid, &target, Time::now())?;
+        self.relieve();
         self.entry(ino)
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Stat> {
         self.writable()?;
         let ino = self.vault.catalog().create(parent, name, Kind::Dir, mode, uid, gid, b"", Time::now())?;
+        self.relieve();
         self.entry(ino)
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Stat> {
         self.writable()?;
         let ino = self.vault.catalog().create(parent, name, Kind::Symlink, 0o777, uid, gid, target, Time::now())?;
+        self.relieve();
         self.entry(ino)
     }
 
@@ -246,6 +292,7 @@ impl Fs {
             CatalogError::IsDir => Errno(libc::EPERM),
             e => e.into(),
         })?;
+        self.relieve();
         self.entry(ino)
     }
 
@@ -253,12 +300,14 @@ impl Fs {
         self.writable()?;
         let ino = self.vault.catalog().unlink(parent, name, Time::now())?;
         self.forget_data_if_gone(ino);
+        self.relieve();
         Ok(())
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
         self.writable()?;
         self.vault.catalog().rmdir(parent, name, Time::now())?;
+        self.relieve();
         Ok(())
     }
 
@@ -279,6 +328,7 @@ impl Fs {
         if let Some(ino) = replaced {
             self.forget_data_if_gone(ino);
         }
+        self.relieve();
         Ok(())
     }
 
@@ -310,11 +360,21 @@ impl Fs {
             cat.open(ino)?;
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(fh, ino);
+        let mut handles = self.handles.lock().unwrap();
+        if handles.len() >= self.max_handles {
+            drop(handles);
+            self.vault.catalog().release(ino);
+            return Err(errno_of(&FsError::TooManyHandles));
+        }
+        handles.insert(fh, ino);
         Ok(fh)
     }
 
     pub fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(Stat, u64)> {
+        // Before the file is made: a full handle table refuses the create, not just its open.
+        if self.handles.lock().unwrap().len() >= self.max_handles {
+            return Err(errno_of(&FsError::TooManyHandles));
+        }
         let st = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, 0, uid, gid)?;
         let fh = self.open(st.ino, true)?;
         Ok((st, fh))
@@ -491,9 +551,14 @@ impl Fs {
         self.writable()?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno(libc::EFBIG))?;
         self.check_size(end)?;
+        let cs = self.vault.chunk_size();
+        if !data.is_empty() {
+            // Room for the chunk records this write can make, before anything is buffered.
+            let touched = (end - 1) / cs as u64 - offset / cs as u64 + 1;
+            self.vault.catalog().admit_data(touched)?;
+        }
         let fd = self.file_data(ino, true)?.expect("created");
         let mut f = fd.lock().unwrap();
-        let cs = self.vault.chunk_size();
         let size = self.vault.catalog().get(ino)?.attr.size;
         let file_id = f.file_id;
         let mut new_dirty = 0i64;
@@ -518,19 +583,31 @@ impl Fs {
             }
             Ok(())
         })();
-        {
+        let over = {
             // Count every buffer taken, also when the write failed part-way.
             let mut cat = self.vault.catalog();
             cat.add_unsealed(ino, new_dirty);
             filled?;
             cat.note_write(ino, end, Time::now())?;
-        }
-        // Seal what the writer has moved past, and the oldest chunks beyond the bound.
-        let past = end / cs as u64;
-        let mut to_seal: Vec<u64> = f.dirty.range(..past).map(|(i, _)| *i).collect();
-        let excess = f.dirty.len().saturating_sub(to_seal.len()).saturating_sub(MAX_DIRTY_CHUNKS);
-        to_seal.extend(f.dirty.range(past..).take(excess).map(|(i, _)| *i));
+            cat.unsealed_total() * cs as u64 > self.max_dirty_bytes
+        };
+        let to_seal: Vec<u64> = if over {
+            // Buffers of all files reached their bound: this file keeps at most the chunk the
+            // write ended in, and not even that if it holds nothing else.
+            let last = end.saturating_sub(1) / cs as u64;
+            let others: Vec<u64> = f.dirty.keys().copied().filter(|i| *i != last).collect();
+            if others.is_empty() { f.dirty.keys().copied().collect() } else { others }
+        } else {
+            // Seal what the writer has moved past, and the oldest chunks beyond the bound.
+            let past = end / cs as u64;
+            let mut to_seal: Vec<u64> = f.dirty.range(..past).map(|(i, _)| *i).collect();
+            let excess = f.dirty.len().saturating_sub(to_seal.len()).saturating_sub(MAX_DIRTY_CHUNKS);
+            to_seal.extend(f.dirty.range(past..).take(excess).map(|(i, _)| *i));
+            to_seal
+        };
         self.seal_chunks(ino, &mut f, &to_seal)?;
+        drop(f);
+        self.relieve();
         Ok(data.len())
     }
 
@@ -615,6 +692,8 @@ impl Fs {
         if let Some(size) = s.size {
             self.check_size(size)?;
         }
+        // Refused before anything changes (a truncate starts changing buffers at once).
+        self.vault.catalog().admit_attr_change(ino)?;
         let (is_file, old_size) = {
             let cat = self.vault.catalog();
             let a = &cat.get(ino)?.attr;
@@ -640,6 +719,7 @@ impl Fs {
         } else {
             self.vault.catalog().setattr(ino, &s, Time::now())?;
         }
+        self.relieve();
         self.stat(ino)
     }
 
@@ -685,13 +765,16 @@ impl Fs {
     pub fn statfs(&self) -> StatFs {
         let bsize = 4096u64;
         let (total, free) = self.vault.store().free_bytes().unwrap_or((1 << 50, 1 << 49));
-        let inodes = self.vault.catalog().inode_count() as u64;
+        let (inodes, max) = {
+            let cat = self.vault.catalog();
+            (cat.inode_count() as u64, cat.limits().max_inodes)
+        };
         StatFs {
             blocks: total / bsize,
             bfree: free / bsize,
             bavail: free / bsize,
-            files: inodes + (1 << 32),
-            ffree: 1 << 32,
+            files: max,
+            ffree: max.saturating_sub(inodes),
             bsize: bsize as u32,
             namelen: format::NAME_MAX as u32,
         }
@@ -743,10 +826,14 @@ mod tests {
     }
 
     fn open(store: &Path, cache: &Path, read_only: bool, chunk: u32) -> Fs {
+        open_limited(store, cache, read_only, chunk, format::Limits::default())
+    }
+
+    fn open_limited(store: &Path, cache: &Path, read_only: bool, chunk: u32, limits: format::Limits) -> Fs {
         if !store.join(format::HEADER_OBJECT).exists() {
             vault::init(&LocalStore::new(store.to_path_buf()), &key(), chunk, 0, 0).unwrap();
         }
-        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20, ..Default::default() };
+        let opts = OpenOptions { read_only, cache_root: Some(cache), pack_target: 1 << 20, limits, ..Default::default() };
         Fs::new(Vault::open(Box::new(LocalStore::new(store.to_path_buf())), &key(), &opts).ok().unwrap())
     }
 
@@ -857,5 +944,69 @@ mod tests {
         assert_eq!(fs.readlink(link.ino).unwrap(), b"hello.txt");
         let wrong = Vault::open(Box::new(LocalStore::new(dir.join("vault"))), &key(), &opts);
         assert!(matches!(wrong, Err(VaultError::Key(crate::keys::KeyError::Refused(_)))));
+    }
+
+    /// What a user of the mount can make it hold is bounded: inodes (ENOSPC, through the errno
+    /// table; statfs tells), open handles (ENFILE), and plaintext buffered over all files (a
+    /// write into one more file seals buffers instead of keeping them).
+    #[test]
+    fn the_mount_stays_within_its_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = format::Limits { max_inodes: 5, ..Default::default() };
+        let fs = open_limited(&d.path().join("s"), &d.path().join("c"), false, 4096, limits).with_bounds(3, 4 * 4096);
+        let dir = fs.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap().ino;
+        fs.symlink(dir, b"l", b"target", 0, 0).unwrap();
+        let (a, fa) = fs.create(ROOT, b"a", 0o644, 0, 0).unwrap();
+        let (b, fb) = fs.create(ROOT, b"b", 0o644, 0, 0).unwrap();
+        assert_eq!(fs.mknod(ROOT, b"c", libc::S_IFIFO | 0o644, 0, 0, 0), Err(Errno(libc::ENOSPC)));
+        assert_eq!(fs.mkdir(dir, b"e", 0o755, 0, 0), Err(Errno(libc::ENOSPC)));
+        assert_eq!(fs.create(ROOT, b"c", 0o644, 0, 0).map(|_| ()), Err(Errno(libc::ENOSPC)));
+        let st = fs.statfs();
+        assert_eq!((st.files, st.ffree), (5, 0));
+        // Handles: the fourth is refused and leaves no count behind.
+        let fa2 = fs.open(a.ino, false).unwrap();
+        assert_eq!(fs.open(b.ino, false), Err(Errno(libc::ENFILE)));
+        assert_eq!(fs.vault().catalog().get(b.ino).unwrap().open, 1);
+        fs.release(fa2).unwrap();
+        let fb2 = fs.open(b.ino, false).unwrap();
+        fs.release(fb2).unwrap();
+        fs.release(fb).unwrap();
+        fs.unlink(ROOT, b"b").unwrap();
+        fs.forget(b.ino, 1);
+        assert_eq!(fs.statfs().ffree, 1);
+
+        // Buffers over all files: at most 4 chunks of 4 KiB here, however many files are written.
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096).with_bounds(64, 4 * 4096);
+        let mut files = Vec::new();
+        for n in 0..20u8 {
+            let (st, fh) = fs.create(ROOT, &[b'f', b'a' + n], 0o644, 0, 0).unwrap();
+            assert_eq!(fs.write(st.ino, 100, &[n; 10]).unwrap(), 10);
+            assert!(fs.vault().catalog().unsealed_total() <= 4, "{}", fs.vault().catalog().unsealed_total());
+            files.push((st.ino, fh));
+        }
+        for (n, (ino, fh)) in files.into_iter().enumerate() {
+            assert_eq!(fs.read(ino, 95, 20).unwrap(), [&[0; 5][..], &[n as u8; 10][..]].concat());
+            fs.release(fh).unwrap();
+        }
+        drop((fa, fs));
+    }
+
+    /// Data past the catalog's byte bound is refused before it is buffered (ENOSPC); what was
+    /// written before stays readable.
+    #[test]
+    fn writes_past_the_catalog_bound_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        // The root (84), one file (84 + 19 + 1) and ten chunk records.
+        let limits = format::Limits { max_catalog_bytes: 84 + 104 + 10 * 61, ..Default::default() };
+        let fs = open_limited(&d.path().join("s"), &d.path().join("c"), false, 4096, limits);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        assert_eq!(fs.write(st.ino, 0, &[7; 8 * 4096]).unwrap(), 8 * 4096);
+        assert_eq!(fs.write(st.ino, 8 * 4096, &[8; 3 * 4096]), Err(Errno(libc::ENOSPC)));
+        assert_eq!(fs.write(st.ino, 8 * 4096, &[8; 2 * 4096]).unwrap(), 2 * 4096);
+        assert_eq!(fs.write(st.ino, 1 << 30, b"x"), Err(Errno(libc::ENOSPC)));
+        fs.release(fh).unwrap();
+        assert_eq!(fs.read(st.ino, 0, 10 * 4096).unwrap(), [vec![7; 8 * 4096], vec![8; 2 * 4096]].concat());
+        assert!(fs.sync_to_store().unwrap());
     }
 }

@@ -117,6 +117,16 @@ pub struct Expect {
 }
 
 impl Expect {
+    /// `--accept-new-master-key` needs the fingerprint the rekey printed, named with
+    /// `--expect-fingerprint`: a new key is taken only if the vault has that fingerprint.
+    pub fn accepting(&self, accept_new: bool) -> Result<Option<Fingerprint>, PinError> {
+        match (accept_new, self.fingerprint) {
+            (false, _) => Ok(None),
+            (true, Some(fp)) => Ok(Some(fp)),
+            (true, None) => Err(PinError::AcceptNeedsFingerprint),
+        }
+    }
+
     pub fn check(&self, found: &Receipt) -> Result<(), PinError> {
         if let Some(fp) = self.fingerprint
             && fp != found.fingerprint
@@ -140,23 +150,38 @@ pub enum PinError {
     RolledBack { pinned: u64, found: u64, what: &'static str },
     /// The same seq with another hash: a fork.
     Forked { seq: u64, what: &'static str },
+    /// `--accept-new-master-key` without `--expect-fingerprint`.
+    AcceptNeedsFingerprint,
     Io { path: PathBuf, source: io::Error },
 }
 
 impl fmt::Display for PinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let whose = |what: &str| if what == "expected" { "the one expected" } else { "the one this host has used at that location" };
         match self {
-            PinError::Replaced { pinned, found, what } => write!(
+            PinError::Replaced { pinned, found, what } if *what == "expected" => write!(
                 f,
-                "this is not the vault {}: its fingerprint is {found}, not {pinned} (the store may have been \
-                 replaced with a vault an OpenPGP certificate alone can make)",
-                whose(what)
+                "this is not the vault expected: its fingerprint is {found}, not {pinned} (the store may have been \
+                 replaced with a vault an OpenPGP certificate alone can make)"
+            ),
+            PinError::Replaced { pinned, found, .. } => write!(
+                f,
+                "this is not the vault this host has used at that location: its fingerprint is {found}, not \
+                 {pinned}. Either `pgcryptfs rekey` gave it a new master key (on another host), or the store was \
+                 replaced with a vault an OpenPGP certificate alone can make. If you ran `pgcryptfs rekey`, it \
+                 printed the new fingerprint: mount once with --accept-new-master-key --expect-fingerprint <that \
+                 fingerprint>; otherwise do not use this vault"
             ),
             PinError::Retired(fp) => write!(
                 f,
-                "the vault's master key (fingerprint {fp}) was retired by a rekey on this host: the store holds \
-                 an old copy of the vault, which is refused for good"
+                "the vault's master key (fingerprint {fp}) was retired by a rekey (this host's, or one it \
+                 accepted): the store holds an old copy of the vault, put back. It is refused for good, and no \
+                 option accepts it"
+            ),
+            PinError::AcceptNeedsFingerprint => write!(
+                f,
+                "--accept-new-master-key needs --expect-fingerprint FP, FP being the fingerprint `pgcryptfs rekey` \
+                 printed: a new master key is accepted only if the vault has it (without it, a vault someone \
+                 replaced in the store would be accepted too)"
             ),
             PinError::RolledBack { pinned, found, what } => write!(
                 f,
@@ -191,6 +216,16 @@ const PIN_MAX_BYTES: usize = 16 << 10;
 const MAX_RETIRED: usize = 64;
 
 impl Pin {
+    /// Retires `fp`; past `MAX_RETIRED`, the oldest retired fingerprints are forgotten (the newest
+    /// are the copies most likely to be put back).
+    fn retire(&mut self, fp: Fingerprint) {
+        if !self.retired.contains(&fp) {
+            self.retired.push(fp);
+        }
+        let excess = self.retired.len().saturating_sub(MAX_RETIRED);
+        self.retired.drain(..excess);
+    }
+
     fn encode(&self) -> String {
         let mut s = format!("{PIN_MAGIC}\nlocation {}\nstate {}\n", self.location.replace('\n', " "), self.seen);
         for r in &self.retired {
@@ -254,9 +289,10 @@ impl Pins {
     }
 
     /// Checks `found` against the pin of `location` and records it (trust on first use; the
-    /// head only moves forward). `accept_new` takes a new fingerprint once (after a rekey
-    /// elsewhere), retiring the pinned one; a retired fingerprint is refused regardless.
-    pub fn check_and_record(&self, location: &str, found: &Receipt, accept_new: bool) -> Result<(), PinError> {
+    /// head only moves forward). `accept` (the fingerprint the operator named along with
+    /// `--accept-new-master-key`) takes that one new fingerprint once (after a rekey elsewhere),
+    /// retiring the pinned one; a retired fingerprint is refused regardless.
+    pub fn check_and_record(&self, location: &str, found: &Receipt, accept: Option<Fingerprint>) -> Result<(), PinError> {
         let Some(mut pin) = self.load(location)? else {
             return self.store(&Pin { location: location.replace('\n', " "), seen: *found, retired: Vec::new() });
         };
@@ -264,11 +300,10 @@ impl Pins {
             return Err(PinError::Retired(found.fingerprint));
         }
         if pin.seen.fingerprint != found.fingerprint {
-            if !accept_new {
+            if accept != Some(found.fingerprint) {
                 return Err(PinError::Replaced { pinned: pin.seen.fingerprint, found: found.fingerprint, what: "pinned" });
             }
-            pin.retired.push(pin.seen.fingerprint);
-            pin.retired.truncate(MAX_RETIRED);
+            pin.retire(pin.seen.fingerprint);
             pin.seen = *found;
             return self.store(&pin);
         }
@@ -289,11 +324,10 @@ impl Pins {
     pub fn rekeyed(&self, location: &str, old: Fingerprint, new: &Receipt) -> Result<(), PinError> {
         let mut pin = self.load(location)?.unwrap_or(Pin { location: location.replace('\n', " "), seen: *new, retired: Vec::new() });
         for fp in [old, pin.seen.fingerprint] {
-            if fp != new.fingerprint && !pin.retired.contains(&fp) {
-                pin.retired.push(fp);
+            if fp != new.fingerprint {
+                pin.retire(fp);
             }
         }
-        pin.retired.truncate(MAX_RETIRED);
         pin.seen = *new;
         self.store(&pin)
     }
@@ -341,30 +375,70 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let pins = Pins::open(d.path()).unwrap();
         let loc = "s3://bucket/prefix";
-        pins.check_and_record(loc, &r(1, 5, 5), false).unwrap();
-        pins.check_and_record(loc, &r(1, 7, 7), false).unwrap();
-        let e = pins.check_and_record(loc, &r(1, 6, 6), false).unwrap_err();
+        pins.check_and_record(loc, &r(1, 5, 5), None).unwrap();
+        pins.check_and_record(loc, &r(1, 7, 7), None).unwrap();
+        let e = pins.check_and_record(loc, &r(1, 6, 6), None).unwrap_err();
         assert!(e.to_string().contains("rolled back"), "{e}");
-        assert!(matches!(pins.check_and_record(loc, &r(1, 7, 8), false), Err(PinError::Forked { .. })));
+        assert!(matches!(pins.check_and_record(loc, &r(1, 7, 8), None), Err(PinError::Forked { .. })));
         // Another vault at the same location (a new vault id, or the same id forged).
-        let e = pins.check_and_record(loc, &r(2, 100, 1), false).unwrap_err();
+        let e = pins.check_and_record(loc, &r(2, 100, 1), None).unwrap_err();
         assert!(matches!(e, PinError::Replaced { .. }), "{e}");
         // Other locations are their own.
-        pins.check_and_record("s3://bucket/other", &r(2, 1, 1), false).unwrap();
-        // A rekey here retires fingerprint 1; the old vault put back is refused even when a new
-        // key is accepted, and the new one moves on.
+        pins.check_and_record("s3://bucket/other", &r(2, 1, 1), None).unwrap();
+        // A rekey here retires fingerprint 1; the old vault put back is refused even when the
+        // operator names its fingerprint to accept it, and the new one moves on.
         pins.rekeyed(loc, Fingerprint([1; 16]), &r(3, 8, 8)).unwrap();
-        assert!(matches!(pins.check_and_record(loc, &r(1, 9, 9), true), Err(PinError::Retired(_))));
-        pins.check_and_record(loc, &r(3, 9, 9), false).unwrap();
-        // A rekey elsewhere: accepted once with accept_new, and the old key is retired.
-        pins.check_and_record(loc, &r(4, 1, 1), true).unwrap();
-        assert!(matches!(pins.check_and_record(loc, &r(3, 10, 1), true), Err(PinError::Retired(_))));
+        assert!(matches!(pins.check_and_record(loc, &r(1, 9, 9), Some(Fingerprint([1; 16]))), Err(PinError::Retired(_))));
+        pins.check_and_record(loc, &r(3, 9, 9), None).unwrap();
+        // A rekey elsewhere: a new fingerprint is taken only if it is the one the operator named.
+        let e = pins.check_and_record(loc, &r(4, 1, 1), Some(Fingerprint([5; 16]))).unwrap_err();
+        assert!(matches!(e, PinError::Replaced { .. }), "{e}");
+        pins.check_and_record(loc, &r(3, 10, 1), None).unwrap(); // still pinned to 3
+        pins.check_and_record(loc, &r(4, 1, 1), Some(Fingerprint([4; 16]))).unwrap();
+        assert!(matches!(pins.check_and_record(loc, &r(3, 11, 1), Some(Fingerprint([3; 16]))), Err(PinError::Retired(_))));
         // A planted link where the pin goes is replaced, never written through.
         let target = d.path().join("target");
         std::fs::write(&target, b"keep").unwrap();
         let name = Pins::name("file:///x");
         std::os::unix::fs::symlink(&target, d.path().join("pins").join(&name)).unwrap();
-        assert!(pins.check_and_record("file:///x", &r(1, 1, 1), false).is_err());
+        assert!(pins.check_and_record("file:///x", &r(1, 1, 1), None).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+
+    /// No refusal suggests a flag that would take a retired key, and the one that suggests
+    /// accepting a new key asks for the fingerprint the rekey printed, never the one found.
+    #[test]
+    fn refusals_suggest_no_flag_that_takes_what_they_refuse() {
+        let (old, found) = (Fingerprint([1; 16]), Fingerprint([2; 16]));
+        let replaced = PinError::Replaced { pinned: old, found, what: "pinned" }.to_string();
+        assert!(replaced.contains("--accept-new-master-key --expect-fingerprint <that fingerprint>"), "{replaced}");
+        assert!(replaced.contains("printed"), "{replaced}");
+        assert!(!replaced.contains(&format!("--expect-fingerprint {found}")), "{replaced}");
+        let retired = PinError::Retired(old).to_string();
+        assert!(retired.contains("no option accepts it") && !retired.contains("--"), "{retired}");
+        let expected = PinError::Replaced { pinned: old, found, what: "expected" }.to_string();
+        assert!(!expected.contains("--"), "{expected}");
+        // --accept-new-master-key alone is refused; with a fingerprint it names that one.
+        assert!(matches!(Expect::default().accepting(true), Err(PinError::AcceptNeedsFingerprint)));
+        assert_eq!(Expect::default().accepting(false).unwrap(), None);
+        let e = Expect { fingerprint: Some(found), receipt: None };
+        assert_eq!(e.accepting(true).unwrap(), Some(found));
+        assert!(PinError::AcceptNeedsFingerprint.to_string().contains("--expect-fingerprint"));
+    }
+
+    /// Past MAX_RETIRED retirements the oldest are forgotten, never the newest.
+    #[test]
+    fn the_newest_retired_fingerprints_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let pins = Pins::open(d.path()).unwrap();
+        let loc = "file:///v";
+        pins.check_and_record(loc, &r(0, 1, 1), None).unwrap();
+        for fp in 1..=(MAX_RETIRED as u8 + 6) {
+            pins.check_and_record(loc, &r(fp, 1, 1), Some(Fingerprint([fp; 16]))).unwrap();
+        }
+        let last_retired = MAX_RETIRED as u8 + 5;
+        let e = pins.check_and_record(loc, &r(last_retired, 2, 2), Some(Fingerprint([last_retired; 16])));
+        assert!(matches!(e, Err(PinError::Retired(_))), "{e:?}");
+        assert_eq!(pins.load(loc).unwrap().unwrap().retired.len(), MAX_RETIRED);
     }
 }

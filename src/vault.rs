@@ -12,10 +12,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cache::{Cache, CacheError, KnownHead};
+use crate::cache::{Cache, CacheError, KnownHead, MasterPin};
 use crate::catalog::{Catalog, CatalogError};
 use crate::crypto::{self, CryptoError, Secret32};
-use crate::format::{self, ChunkRef, FormatError, Id, Kind, Record, SegmentPrefix, VaultHeader};
+use crate::format::{self, ChunkRef, FormatError, Id, Kind, Limits, Record, SegmentPrefix, VaultHeader};
 use crate::audit;
 use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
@@ -143,13 +143,17 @@ pub struct OpenOptions<'a> {
     pub readahead: u64,
     /// A writable open checks the master key against the fingerprint its cache pinned.
     pub master_pin: bool,
-    /// ... and accepts (and pins) a different one: after a rekey.
+    /// ... and accepts (and pins) a different one: after a rekey. Only together with
+    /// `expect.fingerprint` (the fingerprint the rekey printed), and only once the vault's
+    /// fingerprint matched it; a key the cache or this host retired is refused regardless.
     pub accept_new_master_key: bool,
     /// The cache root whose `pins/` remember what this host has seen of each vault location:
     /// an older or forked head, or another vault at a known location, is refused.
     pub pins: Option<&'a Path>,
     /// What the caller demands of the vault (a restore host's fingerprint or receipt).
     pub expect: Expect,
+    /// The stated bounds of the catalog, the journal and the segments (`format::Limits`).
+    pub limits: Limits,
 }
 
 impl Default for OpenOptions<'_> {
@@ -167,6 +171,7 @@ impl Default for OpenOptions<'_> {
             accept_new_master_key: false,
             pins: None,
             expect: Expect::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -203,6 +208,8 @@ pub struct Vault {
     uploads: Uploads,
     dirty_max: u64,
     store_timeout: std::time::Duration,
+    /// The bounds this vault was opened with (its catalog has them too).
+    limits: Limits,
     pub stats: VaultStats,
 }
 
@@ -247,7 +254,7 @@ pub fn init_with(
     gid: u32,
 ) -> Result<(VaultHeader, Receipt)> {
     format::validate_chunk_size(chunk_size).map_err(|e| VaultError::NotAVault(e.to_string()))?;
-    if store.get(format::HEADER_OBJECT).is_ok() {
+    if store.get_range_upto(format::HEADER_OBJECT, 0, 1).is_ok() {
         return Err(VaultError::NotEmpty(format!("{} is already a pgcryptfs vault", store.describe())));
     }
     if !store.is_empty()? {
@@ -344,7 +351,7 @@ pub fn unlock(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Resul
 /// The committed metadata as one checkpoint's worth of records, and the head segment's seq and
 /// hash (for rekey, which rewrites it all under a new key).
 pub fn load_records(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys) -> Result<(Vec<Record>, u64, [u8; 32])> {
-    let (catalog, head) = load_metadata(store, header, keys)?;
+    let (catalog, head) = load_metadata(store, header, keys, &Limits::default())?;
     Ok((catalog.snapshot(), head.seq, head.hash))
 }
 
@@ -404,9 +411,11 @@ impl Vault {
 
     /// Opens a vault: unlock, load metadata, and (writable) lock the cache and recover it.
     pub fn open_with(store: Box<dyn Store>, user_key: &Unlock, opts: &OpenOptions) -> Result<Self> {
+        // A new master key is accepted only as the fingerprint the operator names.
+        let accept = opts.expect.accepting(opts.accept_new_master_key)?;
         let store: Arc<dyn Store> = Arc::from(store);
         let header = read_header(store.as_ref())?;
-        match store.get(REKEY_PENDING_OBJECT) {
+        match store.get_range_upto(REKEY_PENDING_OBJECT, 0, 1) {
             Ok(_) => {
                 return Err(VaultError::NotAVault(format!(
                     "a rekey of {} is under way or was interrupted; run `pgcryptfs rekey` again (with the \
@@ -419,18 +428,32 @@ impl Vault {
         }
         let keys = unlock(store.as_ref(), &header, user_key)?;
         let cache = match (opts.read_only, opts.cache_root) {
-            (false, Some(root)) => Some(Cache::open(root, &header.vault_id, opts.pack_target)?),
+            (false, Some(root)) => {
+                Some(Cache::open(root, &header.vault_id, opts.pack_target)?.with_journal_max(opts.limits.max_journal_bytes))
+            }
             (false, None) => return Err(VaultError::NotAVault("a writable mount needs a cache directory".into())),
             (true, _) => None,
         };
-        if let Some(c) = cache.as_ref().filter(|_| opts.master_pin) {
-            // A fingerprint of the master key (through a subkey): new data is never written into
-            // a vault that an OpenPGP certificate alone let someone replace (SECURITY.md §4).
-            let mut input = crypto::SecretBytes(Vec::with_capacity(48));
-            input.0.extend_from_slice(b"pgcfs-master-pin");
-            input.0.extend_from_slice(keys.meta.expose());
-            c.check_master_pin(&crypto::hash32(&input.0), opts.accept_new_master_key)?;
-        }
+        // A fingerprint of the master key (through a subkey): new data is never written into a
+        // vault that an OpenPGP certificate alone let someone replace (SECURITY.md §4). A key the
+        // cache retired is refused here; a changed one only with `accept`, and it is pinned only
+        // once the vault's fingerprint matched the one the operator named (below).
+        let master_pin = match cache.as_ref().filter(|_| opts.master_pin) {
+            Some(c) => {
+                let mut input = crypto::SecretBytes(Vec::with_capacity(48));
+                input.0.extend_from_slice(b"pgcfs-master-pin");
+                input.0.extend_from_slice(keys.meta.expose());
+                let pin = crypto::hash32(&input.0);
+                match c.master_pin(&pin)? {
+                    MasterPin::Pinned => None,
+                    MasterPin::Changed if accept.is_none() => {
+                        return Err(CacheError::MasterKeyChanged(c.dir().join("master-pin")).into());
+                    }
+                    MasterPin::Changed | MasterPin::Unpinned => Some(pin),
+                }
+            }
+            None => None,
+        };
         let read_cache = match (opts.cache_root, &cache) {
             _ if !store.is_remote() || opts.cache_size == 0 => None,
             (_, Some(c)) => Some(ReadCache::open(c.dir().join("clean"), store.clone(), opts.cache_size, opts.readahead)),
@@ -460,7 +483,7 @@ impl Vault {
             }
         };
         let fingerprint = Fingerprint::of(&header.vault_id, &keys.meta);
-        let loaded = load_metadata(store.as_ref(), &header, &keys).and_then(|(catalog, head)| {
+        let loaded = load_metadata(store.as_ref(), &header, &keys, &opts.limits).and_then(|(catalog, head)| {
             // What the caller demands and what this host has seen, before anything is served
             // or written on top of this state.
             let found = Receipt { fingerprint, seq: head.seq, hash: head.hash };
@@ -469,11 +492,16 @@ impl Vault {
                 Some(root) => {
                     let pins = Pins::open(root)?;
                     let location = store.describe();
-                    pins.check_and_record(&location, &found, opts.accept_new_master_key)?;
+                    pins.check_and_record(&location, &found, accept)?;
                     Some((pins, location))
                 }
                 None => None,
             };
+            // The vault is the one named (or the first this cache sees): pin its master key,
+            // retiring the one pinned before.
+            if let (Some(c), Some(pin)) = (&cache, &master_pin) {
+                c.record_master_pin(pin)?;
+            }
             Ok((catalog, head, pins))
         });
         let (catalog, head, pins) = match loaded {
@@ -504,6 +532,7 @@ impl Vault {
             uploads: Uploads::new(),
             dirty_max: opts.dirty_max,
             store_timeout: opts.store_timeout,
+            limits: opts.limits,
             stats: VaultStats::default(),
         };
         if vault.cache.is_some() {
@@ -580,7 +609,7 @@ impl Vault {
             }
             expect += 1;
             for rec in self.read_journal(cache, seq)? {
-                cat.apply(&rec).map_err(|e| meta_err(format!("cache journal {seq}: {e}")))?;
+                cat.replay(&rec).map_err(|e| meta_err(format!("cache journal {seq}: {e}")))?;
                 replayed += 1;
             }
         }
@@ -600,7 +629,7 @@ impl Vault {
                     cache.remove_staging(id)?;
                 }
             }
-            let body = format::encode_records(&cat.snapshot());
+            let body = cat.encode_snapshot();
             let object = seal_segment(&self.header, &self.keys.meta, format::SEGMENT_CHECKPOINT, head.seq + 1, head.hash, &body);
             self.write_segment(format::SEGMENT_CHECKPOINT, head.seq + 1, &object)?;
             for seq in cache.journal_files()? {
@@ -622,7 +651,8 @@ impl Vault {
         match known.writing {
             Some((w, hash)) if w == seq && head.seq == seq => head.hash == hash,
             Some((w, hash)) if w == seq => {
-                self.store.get(&format::segment_name(seq)).is_ok_and(|o| crypto::hash32(&o) == hash)
+                let (store, cap) = (self.store.as_ref(), self.limits.max_checkpoint_object());
+                read_segment(store, seq, listed_size(store, seq), cap, "a segment").is_ok_and(|o| crypto::hash32(&o) == hash)
             }
             _ => false,
         }
@@ -926,8 +956,13 @@ impl Vault {
     /// Appends an already sealed chunk (ciphertext copied from another pack, by gc) to the
     /// active staging pack; returns where it now lives. Its tag and AAD are unchanged: the AAD
     /// binds the file and chunk index, not the pack.
+    /// Past a quarter of the pending bound (the records of chunks moved so far), they go to the
+    /// journal first (committing a full one), so a run of moves never outgrows a journal.
     pub fn append_sealed(&self, sealed: &[u8]) -> Result<(Id, u64)> {
         let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        if self.catalog.lock().unwrap().pending_bytes() >= self.limits.max_pending_bytes / 4 {
+            self.flush_journal()?;
+        }
         Ok(cache.append_chunk(sealed)?)
     }
 
@@ -950,13 +985,35 @@ impl Vault {
 
     /// Writes pending catalog records to the local journal and fsyncs it (after the packs).
     /// The caller has sealed the chunks it wants covered.
+    /// A journal at its bound is committed (frozen, stored, and a new one started) and the
+    /// records go into the next one; if that commit fails (the store is out), the journal's
+    /// refusal is the error (ENOSPC), and the records stay pending.
     pub fn flush_journal(&self) -> Result<()> {
         let Some(cache) = &self.cache else { return Ok(()) };
-        let mut cat = self.catalog.lock().unwrap();
-        self.append_pending(cache, &mut cat)
+        let appended = {
+            let mut cat = self.catalog.lock().unwrap();
+            self.append_pending(cache, &mut cat)
+        };
+        match appended {
+            // After a failed commit the committer retries it; an operation here does not wait
+            // for the store: it gets the journal's refusal (ENOSPC) at once.
+            Err(full @ VaultError::Cache(CacheError::JournalFull { .. })) if self.commit.lock().unwrap().is_some() => Err(full),
+            Err(full @ VaultError::Cache(CacheError::JournalFull { .. })) => match self.commit() {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    log::warn!("the cache journal is full and committing it failed: {e}");
+                    Err(full)
+                }
+            },
+            other => other,
+        }
     }
 
     fn append_pending(&self, cache: &Cache, cat: &mut Catalog) -> Result<()> {
+        // A journal that cannot take what is due is told so before anything is sealed.
+        if let Some(full) = cache.journal_full_for(cat.due_bytes()) {
+            return Err(full.into());
+        }
         let recs = cat.take_pending();
         if recs.is_empty() {
             return Ok(());
@@ -994,45 +1051,77 @@ impl Vault {
             self.finish_commit(cache, f)?;
             *frozen = None;
         }
-        let next = {
-            let mut cat = self.catalog.lock().unwrap();
-            self.append_pending(cache, &mut cat)?;
-            match cache.rotate_journal()? {
-                None => {
-                    // Nothing new in the journal; closed packs hold only unreferenced data.
-                    None
-                }
-                Some(seq) => {
-                    let deltas = self.head.lock().unwrap().deltas_since_checkpoint;
-                    let checkpoint =
-                        (deltas + 1 >= CHECKPOINT_EVERY).then(|| format::encode_records(&cat.snapshot()));
-                    let journaled = std::mem::take(&mut *self.journaled.lock().unwrap());
-                    let records = if checkpoint.is_some() { Vec::new() } else { journaled };
-                    let mut f =
-                        FrozenCommit { seq, checkpoint, records, packs: Vec::new(), object: None, segment_written: false };
-                    match cache.take_closed_packs(true) {
-                        Ok(packs) => f.packs = packs,
-                        Err(e) => {
-                            // The packs stay queued in the cache; the retry takes them.
-                            *frozen = Some(f);
-                            return Err(e.into());
-                        }
+        let mut wrote = false;
+        loop {
+            // A journal at its bound takes no more: it is committed as it is, and the records
+            // that did not fit go into the next journal, committed in the next round.
+            let (next, full) = self.freeze_journal(cache, &mut frozen)?;
+            let Some(mut f) = next else {
+                return match full {
+                    Some(e) => Err(e), // a batch larger than a whole journal: cannot happen within the bounds
+                    None => Ok(wrote),
+                };
+            };
+            if let Err(e) = self.finish_commit(cache, &mut f) {
+                *frozen = Some(f);
+                return Err(e);
+            }
+            wrote = true;
+            if full.is_none() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Appends the pending records and freezes the journal for a commit (steps 3–5 of a commit,
+    /// under the catalog lock). Returns the frozen commit (none if the journal is empty), and
+    /// the journal's refusal if the pending records did not fit.
+    fn freeze_journal(&self, cache: &Cache, frozen: &mut Option<FrozenCommit>) -> Result<(Option<FrozenCommit>, Option<VaultError>)> {
+        let mut cat = self.catalog.lock().unwrap();
+        let full = match self.append_pending(cache, &mut cat) {
+            Ok(()) => None,
+            Err(e @ VaultError::Cache(CacheError::JournalFull { .. })) => Some(e),
+            Err(e) => return Err(e),
+        };
+        let next = match cache.rotate_journal()? {
+            None => {
+                // Nothing new in the journal; closed packs hold only unreferenced data.
+                None
+            }
+            Some(seq) => {
+                let deltas = self.head.lock().unwrap().deltas_since_checkpoint;
+                let checkpoint = (deltas + 1 >= CHECKPOINT_EVERY).then(|| cat.encode_snapshot());
+                let journaled = std::mem::take(&mut *self.journaled.lock().unwrap());
+                let records = if checkpoint.is_some() { Vec::new() } else { journaled };
+                let mut f =
+                    FrozenCommit { seq, checkpoint, records, packs: Vec::new(), object: None, segment_written: false };
+                match cache.take_closed_packs(true) {
+                    Ok(packs) => f.packs = packs,
+                    Err(e) => {
+                        // The packs stay queued in the cache; the retry takes them.
+                        *frozen = Some(f);
+                        return Err(e.into());
                     }
-                    if self.uploads.workers() > 0 {
-                        // Everything closed so far, also packs already on their way.
-                        self.uploads.enqueue(f.packs.clone());
-                        f.packs = self.uploads.in_flight().into_iter().collect();
-                    }
-                    Some(f)
                 }
+                if self.uploads.workers() > 0 {
+                    // Everything closed so far, also packs already on their way.
+                    self.uploads.enqueue(f.packs.clone());
+                    f.packs = self.uploads.in_flight().into_iter().collect();
+                }
+                Some(f)
             }
         };
-        let Some(mut f) = next else { return Ok(false) };
-        let result = self.finish_commit(cache, &mut f);
-        if result.is_err() {
-            *frozen = Some(f);
-        }
-        result.map(|()| true)
+        Ok((next, full))
+    }
+
+    /// Bytes in the cache's current journal (the daemon commits early past half its bound).
+    pub fn journal_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.journal_len())
+    }
+
+    /// The bounds this vault was opened with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Uploads the frozen commit's packs (each leaves the list once stored, so a retry resumes)
@@ -1057,8 +1146,9 @@ impl Vault {
                 }
             }
             if f.object.is_none() {
-                let (kind, body) = match &f.checkpoint {
-                    Some(cp) => (format::SEGMENT_CHECKPOINT, cp.clone()),
+                // The body is sealed once and kept as the object: the checkpoint's plaintext goes.
+                let (kind, body) = match f.checkpoint.take() {
+                    Some(cp) => (format::SEGMENT_CHECKPOINT, cp),
                     None => (format::SEGMENT_DELTA, format::encode_records(&f.records)),
                 };
                 let prev = self.head.lock().unwrap().hash;
@@ -1102,7 +1192,8 @@ impl Vault {
         }
         match self.store.put_new(&name, object) {
             Ok(()) => {}
-            Err(StoreError::AlreadyExists(_)) if self.store.get(&name).is_ok_and(|o| o == object) => {}
+            Err(StoreError::AlreadyExists(_))
+                if self.store.get_range_upto(&name, 0, object.len() + 1).is_ok_and(|o| o == object) => {}
             Err(StoreError::AlreadyExists(_)) => {
                 return Err(meta_err(format!(
                     "segment {seq} was written by someone else: another writer is using this vault"
@@ -1122,7 +1213,7 @@ impl Vault {
         }
         if let Some((pins, location)) = &self.pins {
             let now = Receipt { fingerprint: self.fingerprint, seq, hash: head.hash };
-            if let Err(e) = pins.check_and_record(location, &now, false) {
+            if let Err(e) = pins.check_and_record(location, &now, None) {
                 log::warn!("could not move this host's pin of {location} to segment {seq}: {e}");
             }
         }
@@ -1218,48 +1309,93 @@ impl Vault {
     }
 }
 
+/// Reads segment object `seq` whole, refusing (before reading it whole) one larger than `cap`:
+/// by its listed size, and again by what the read returns.
+fn read_segment(store: &dyn Store, seq: u64, listed: Option<u64>, cap: u64, what: &str) -> Result<Vec<u8>> {
+    let name = format::segment_name(seq);
+    let too_large = |size: String| {
+        meta_err(format!("{name} is {size} bytes, more than the {cap} bytes {what} can be: refused without reading it whole"))
+    };
+    if let Some(size) = listed.filter(|&l| l > cap) {
+        return Err(too_large(size.to_string()));
+    }
+    // As listed (plus a byte to see it grew), never more than one byte past the cap.
+    let want = listed.map_or(cap, |l| l.min(cap)) + 1;
+    let mut object = store.get_range_upto(&name, 0, want as usize)?;
+    if object.len() as u64 == want && want <= cap {
+        object = store.get_range_upto(&name, 0, cap as usize + 1)?;
+    }
+    if object.len() as u64 > cap {
+        return Err(too_large(format!("more than {cap}")));
+    }
+    Ok(object)
+}
+
+/// The listed size of segment `seq` (`None` if the listing fails or does not name it).
+fn listed_size(store: &dyn Store, seq: u64) -> Option<u64> {
+    let name = format::segment_name(seq);
+    store.list(&name).ok()?.into_iter().find(|(n, _)| *n == name).map(|(_, size)| size)
+}
+
+/// The clear prefix of segment `seq` (its first 52 bytes only).
+fn read_segment_prefix(store: &dyn Store, seq: u64) -> Result<SegmentPrefix> {
+    let bytes = store.get_range_upto(&format::segment_name(seq), 0, format::SEGMENT_PREFIX_LEN)?;
+    let prefix = SegmentPrefix::decode_prefix(&bytes).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+    if prefix.seq != seq {
+        return Err(meta_err(format!("segment {seq} claims to be segment {}", prefix.seq)));
+    }
+    Ok(prefix)
+}
+
 /// Loads the newest checkpoint and the deltas after it, checking names, seqs, the hash chain
-/// and every seal.
-fn load_metadata(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys) -> Result<(Catalog, Head)> {
-    let mut seqs: Vec<u64> =
-        store.list(format::META_PREFIX)?.iter().filter_map(|(n, _)| format::parse_segment_name(n)).collect();
-    seqs.sort_unstable();
-    if seqs.is_empty() {
+/// and every seal. Only prefixes are read on the walk back; the walk forward reads one segment
+/// at a time, each within its bound (`Limits`), and applies its records as they are decoded.
+fn load_metadata(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys, limits: &Limits) -> Result<(Catalog, Head)> {
+    let mut listed: Vec<(u64, u64)> =
+        store.list(format::META_PREFIX)?.iter().filter_map(|(n, size)| Some((format::parse_segment_name(n)?, *size))).collect();
+    listed.sort_unstable();
+    if listed.is_empty() {
         return Err(meta_err("no metadata segments (meta/ is empty)"));
     }
-    // Walk back from the newest to the newest checkpoint.
-    let mut chain: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut expect = *seqs.last().expect("non-empty");
-    for &seq in seqs.iter().rev() {
+    // Walk back from the newest to the newest checkpoint, by prefixes.
+    let mut chain: Vec<(u64, u64, u8)> = Vec::new();
+    let mut expect = listed.last().expect("non-empty").0;
+    for &(seq, size) in listed.iter().rev() {
         if seq != expect {
             return Err(meta_err(format!("metadata segment {expect} is missing")));
         }
-        let object = store.get(&format::segment_name(seq))?;
-        let (prefix, _) = SegmentPrefix::decode(&object).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
-        if prefix.seq != seq {
-            return Err(meta_err(format!("segment {seq} claims to be segment {}", prefix.seq)));
-        }
-        let is_checkpoint = prefix.kind == format::SEGMENT_CHECKPOINT;
-        chain.push((seq, object));
-        if is_checkpoint {
+        let prefix = read_segment_prefix(store, seq)?;
+        chain.push((seq, size, prefix.kind));
+        if prefix.kind == format::SEGMENT_CHECKPOINT || seq == 0 {
             break;
         }
-        if seq == 0 {
-            break;
+        if chain.len() > format::MAX_CHAIN_DELTAS {
+            return Err(meta_err(format!(
+                "more than {} delta segments follow the newest checkpoint (before segment {seq}): not a chain \
+                 pgcryptfs writes (it checkpoints every {CHECKPOINT_EVERY}th segment)",
+                format::MAX_CHAIN_DELTAS
+            )));
         }
         expect = seq - 1;
     }
     chain.reverse();
-    let first_is_checkpoint =
-        SegmentPrefix::decode(&chain[0].1).map(|(p, _)| p.kind == format::SEGMENT_CHECKPOINT).unwrap_or(false);
-    if !first_is_checkpoint {
+    if chain[0].2 != format::SEGMENT_CHECKPOINT {
         return Err(meta_err(format!("no checkpoint at or before segment {}", chain[0].0)));
     }
-    let mut catalog = Catalog::new(header.chunk_size);
+    let mut catalog = Catalog::with_limits(header.chunk_size, *limits);
     let mut prev_hash: Option<[u8; 32]> = None;
     let mut deltas = 0;
-    for (seq, object) in &chain {
-        let (prefix, sealed) = SegmentPrefix::decode(object).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+    for &(seq, size, kind) in &chain {
+        let (cap, what) = if kind == format::SEGMENT_CHECKPOINT {
+            (limits.max_checkpoint_object(), "a checkpoint")
+        } else {
+            (limits.max_delta_object(), "a delta segment")
+        };
+        let object = read_segment(store, seq, Some(size), cap, what)?;
+        let (prefix, sealed) = SegmentPrefix::decode(&object).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+        if prefix.seq != seq || prefix.kind != kind {
+            return Err(meta_err(format!("segment {seq} changed while it was read")));
+        }
         if let Some(h) = prev_hash
             && !crypto::ct_eq(&h, &prefix.prev_hash)
         {
@@ -1268,18 +1404,21 @@ fn load_metadata(store: &dyn Store, header: &VaultHeader, keys: &VaultKeys) -> R
         let aad = format::segment_aad(header, &prefix.encode());
         let plain = crypto::open(&keys.meta, &aad, sealed)
             .map_err(|_| meta_err(format!("segment {seq} failed authentication")))?;
-        let recs = format::decode_records(&plain).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
-        for r in &recs {
-            catalog.apply(r).map_err(|e: CatalogError| meta_err(format!("segment {seq}: {e}")))?;
+        let hash = crypto::hash32(&object);
+        drop(object);
+        for r in format::records(&plain) {
+            let r = r.map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+            catalog.replay(&r).map_err(|e: CatalogError| meta_err(format!("segment {seq}: {e}")))?;
         }
-        if prefix.kind == format::SEGMENT_DELTA {
+        if kind == format::SEGMENT_DELTA {
             deltas += 1;
         }
-        prev_hash = Some(crypto::hash32(object));
+        prev_hash = Some(hash);
     }
     catalog.finish_load().map_err(|e| meta_err(e.to_string()))?;
-    let (seq, last) = chain.last().expect("non-empty");
-    Ok((catalog, Head { seq: *seq, hash: crypto::hash32(last), deltas_since_checkpoint: deltas }))
+    let seq = chain.last().expect("non-empty").0;
+    let hash = prev_hash.expect("one segment at least");
+    Ok((catalog, Head { seq, hash, deltas_since_checkpoint: deltas }))
 }
 
 #[cfg(test)]
@@ -1391,33 +1530,75 @@ mod tests {
         assert!(matches!(err_of(ro(&empty)), VaultError::NotAVault(_)));
     }
 
+    /// Every object of `mem`, to put back later (an old copy of the vault).
+    fn copy_of(mem: &MemStore) -> Vec<(String, Vec<u8>)> {
+        mem.list("").unwrap().into_iter().map(|(n, _)| (n.clone(), mem.get(&n).unwrap())).collect()
+    }
+
+    fn put_back(mem: &MemStore, copy: &[(String, Vec<u8>)]) {
+        for (n, _) in mem.list("").unwrap() {
+            mem.delete(&n).unwrap();
+        }
+        for (n, b) in copy {
+            mem.put(n, b).unwrap();
+        }
+    }
+
     /// The cache pins the master key: after the vault's key changed (here by a rekey; an
     /// attacker replacing the vault looks the same), a writable open is refused until the
-    /// change is accepted, and then the new key is pinned.
+    /// operator accepts the change naming the fingerprint the rekey printed; a wrong one changes
+    /// nothing; the accepted key is pinned and the old one retired, so an old copy of the vault
+    /// put back is refused for good, whatever is accepted.
     #[test]
     fn a_cache_refuses_a_changed_master_key_until_told() {
         let mem = Arc::new(MemStore::new());
         let c = tempfile::tempdir().unwrap();
         committed_alpha(&mem, c.path());
         open(&mem, c.path()).unwrap().release_lease().unwrap(); // the same key opens again
+        let old_fp = ro(&mem).unwrap().fingerprint();
+        let old_copy = copy_of(&mem);
         crate::rekey::rekey(mem.as_ref(), &Unlock::key(&key()), &Default::default()).map_err(|e| e.to_string()).unwrap();
+        let new_fp = ro(&mem).unwrap().fingerprint();
+        let pin_file = c.path().join(format::hex(&ro(&mem).unwrap().header.vault_id)).join("master-pin");
+        let pinned_before = std::fs::read(&pin_file).unwrap();
         let refused = err_of(open(&mem, c.path()));
         assert!(matches!(refused, VaultError::Cache(CacheError::MasterKeyChanged(_))), "{refused}");
-        assert!(refused.to_string().contains("--accept-new-master-key"), "{refused}");
+        assert!(refused.to_string().contains("--accept-new-master-key --expect-fingerprint"), "{refused}");
         // Read-only opens and the offline writer (gc) do not look at the pin.
         assert!(ro(&mem).is_ok());
-        let accept = OpenOptions {
+        let accept = |expect: Option<Fingerprint>| OpenOptions {
             read_only: false,
             cache_root: Some(c.path()),
             pack_target: 1 << 20,
             accept_new_master_key: true,
+            expect: Expect { fingerprint: expect, receipt: None },
             ..Default::default()
         };
-        let v = Vault::open(Box::new(mem.clone()), &key(), &accept).unwrap();
+        let open_accepting = |expect| Vault::open(Box::new(mem.clone()), &key(), &accept(expect));
+        // Accepting without naming the fingerprint: refused up front.
+        let e = err_of(open_accepting(None));
+        assert!(matches!(e, VaultError::Pin(PinError::AcceptNeedsFingerprint)), "{e}");
+        // Naming another fingerprint (the old one, or any): refused, and the pin is unchanged.
+        for wrong in [old_fp, Fingerprint([7; 16])] {
+            let e = err_of(open_accepting(Some(wrong)));
+            assert!(matches!(e, VaultError::Pin(PinError::Replaced { .. })), "{e}");
+            assert_eq!(std::fs::read(&pin_file).unwrap(), pinned_before);
+        }
+        assert!(matches!(err_of(open(&mem, c.path())), VaultError::Cache(CacheError::MasterKeyChanged(_))));
+        // Naming the new fingerprint: accepted and pinned.
+        let v = open_accepting(Some(new_fp)).unwrap();
         assert_eq!(read_file(&v, b"a").unwrap(), b"alpha");
         v.release_lease().unwrap();
         drop(v);
         open(&mem, c.path()).unwrap().release_lease().unwrap(); // the new key is pinned now
+        // The old copy put back (by someone with store write access): refused for good, even
+        // when the operator names its fingerprint to accept it.
+        put_back(&mem, &old_copy);
+        assert_eq!(ro(&mem).unwrap().fingerprint(), old_fp);
+        for e in [err_of(open(&mem, c.path())), err_of(open_accepting(Some(old_fp)))] {
+            assert!(matches!(e, VaultError::Cache(CacheError::MasterKeyRetired(_))), "{e}");
+            assert!(!e.to_string().contains("--"), "{e}");
+        }
     }
 
     #[test]
@@ -1641,5 +1822,137 @@ mod tests {
         assert!(matches!(&e, VaultError::Metadata(m) if m.contains("chain") || m.contains("claims")), "{e}");
         mem.put(&middle, &mid).unwrap();
         reopen();
+    }
+
+    /// Small bounds for tests: a reader and a writer built from them agree.
+    fn small_limits() -> Limits {
+        Limits {
+            max_inodes: 8,
+            max_catalog_bytes: 2048,
+            catalog_slack_bytes: 1024,
+            max_pending_bytes: 1024,
+            max_journal_bytes: 4096,
+        }
+    }
+
+    fn open_limited(mem: &Arc<MemStore>, cache: Option<&Path>, limits: Limits) -> Result<Vault> {
+        let opts = OpenOptions { read_only: cache.is_none(), cache_root: cache, pack_target: 1 << 20, limits, ..Default::default() };
+        Vault::open(Box::new(mem.clone()), &key(), &opts)
+    }
+
+    /// A segment object of `len` bytes with a valid prefix (as a store could hold one).
+    fn planted_segment(kind: u8, seq: u64, len: usize) -> Vec<u8> {
+        let mut o = SegmentPrefix { kind, seq, prev_hash: [0; 32] }.encode();
+        o.resize(len, 0);
+        o
+    }
+
+    /// Segments larger than a writer with the same bounds makes are refused by their size,
+    /// naming them, before they are read; so is a chain of deltas longer than any writer makes.
+    #[test]
+    fn oversized_segments_are_refused_unread() {
+        let mem = Arc::new(MemStore::new());
+        committed_alpha(&mem, tempfile::tempdir().unwrap().path()); // checkpoint 1, delta 2
+        let limits = small_limits();
+        open_limited(&mem, None, limits).unwrap();
+        // A checkpoint one byte past the bound.
+        let cap = limits.max_checkpoint_object() as usize;
+        mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_CHECKPOINT, 3, cap + 1)).unwrap();
+        let e = err_of(open_limited(&mem, None, limits)).to_string();
+        assert!(e.contains("meta/0000000000000003") && e.contains("a checkpoint can be") && e.contains(&cap.to_string()), "{e}");
+        // A delta one byte past its bound (a delta holds one journal's records).
+        let cap = limits.max_delta_object() as usize;
+        mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_DELTA, 3, cap + 1)).unwrap();
+        let e = err_of(open_limited(&mem, None, limits)).to_string();
+        assert!(e.contains("meta/0000000000000003") && e.contains("a delta segment can be"), "{e}");
+        // The same at the production bound of a delta.
+        let cap = Limits::default().max_delta_object() as usize;
+        mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_DELTA, 3, cap + 1)).unwrap();
+        let e = err_of(ro(&mem)).to_string();
+        assert!(e.contains("meta/0000000000000003") && e.contains(&format!("more than the {cap} bytes")), "{e}");
+        // Within the bounds a planted segment is read and fails authentication, as before.
+        mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_DELTA, 3, 200)).unwrap();
+        let e = err_of(ro(&mem)).to_string();
+        assert!(e.contains("chain") || e.contains("authentication"), "{e}");
+        // A chain of more deltas than a writer leaves is refused from the prefixes alone.
+        for seq in 3..(4 + format::MAX_CHAIN_DELTAS as u64) {
+            mem.put(&format::segment_name(seq), &planted_segment(format::SEGMENT_DELTA, seq, 100)).unwrap();
+        }
+        let e = err_of(ro(&mem)).to_string();
+        assert!(e.contains("delta segments follow the newest checkpoint"), "{e}");
+    }
+
+    /// A catalog past the bounds of the reader (more inodes, more bytes) is refused as damage;
+    /// within them it loads.
+    #[test]
+    fn catalogs_past_the_bounds_are_refused_on_load() {
+        let mem = Arc::new(MemStore::new());
+        init(mem.as_ref(), &key(), 65536, 0, 0).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let v = open(&mem, c.path()).unwrap();
+        for i in 0..8u8 {
+            write_file(&v, &[b'f', b'0' + i], b"x");
+        }
+        assert!(v.commit().unwrap());
+        v.release_lease().unwrap();
+        drop(v);
+        let e = err_of(open_limited(&mem, None, small_limits())).to_string(); // 9 inodes
+        assert!(e.contains("more than 8 inodes"), "{e}");
+        let tight = Limits { max_inodes: 100, max_catalog_bytes: 512, catalog_slack_bytes: 0, ..small_limits() };
+        let e = err_of(open_limited(&mem, None, tight)).to_string();
+        assert!(e.contains("exceed 512 bytes"), "{e}");
+        open_limited(&mem, None, Limits { max_inodes: 9, ..small_limits() }).unwrap();
+    }
+
+    /// A journal at its bound: `flush_journal` commits it and goes on in the next journal,
+    /// `commit` commits in rounds until everything pending is stored, and a writer at the
+    /// catalog's bounds refuses to grow it (ENOSPC) but a reader with the same bounds loads
+    /// everything it wrote.
+    #[test]
+    fn a_full_journal_is_committed_and_the_catalog_stays_within_its_bounds() {
+        let mem = Arc::new(MemStore::new());
+        init(mem.as_ref(), &key(), 4096, 0, 0).unwrap();
+        let limits = Limits { max_inodes: 1000, max_catalog_bytes: 64 << 10, ..small_limits() };
+        let c = tempfile::tempdir().unwrap();
+        let v = open_limited(&mem, Some(c.path()), limits).unwrap();
+        let segments = |m: &MemStore| m.list("meta/").unwrap().len();
+        let mut made = 0u32;
+        loop {
+            let name = format!("file-{made:04}");
+            let r = v.catalog().create(crate::catalog::ROOT, name.as_bytes(), Kind::File, 0o644, 0, 0, b"", format::Time::now());
+            match r {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    assert_eq!(e, CatalogError::NoSpace);
+                    break;
+                }
+            }
+            v.flush_journal().unwrap();
+            assert!(v.journal_bytes() <= limits.max_journal_bytes);
+        }
+        assert!(made > 100, "{made}");
+        assert!(segments(&mem) > 1, "full journals were committed on the way");
+        let cat_bytes = v.catalog().encoded_bytes();
+        assert!(cat_bytes <= limits.max_catalog_bytes, "{cat_bytes}");
+        // Renames pile up pending records without a flush: past the pending bound, refused.
+        let mut renamed = 0;
+        let refused = loop {
+            let (from, to) = (format!("file-{:04}", renamed % made), format!("File-{:04}", renamed % made));
+            match v.catalog().rename(crate::catalog::ROOT, from.as_bytes(), crate::catalog::ROOT, to.as_bytes(), false, format::Time::now()) {
+                Ok(()) => renamed += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused, CatalogError::NoSpace);
+        assert!(v.catalog().due_bytes() <= limits.max_pending_bytes + 1024);
+        // One commit stores it all, in as many journals as it takes.
+        assert!(v.commit().unwrap());
+        assert_eq!(v.catalog().pending_bytes(), 0);
+        v.release_lease().unwrap();
+        drop(v);
+        let r = open_limited(&mem, None, limits).unwrap();
+        assert_eq!(r.catalog().inode_count() as u32, made + 1);
+        assert!(r.catalog().lookup(crate::catalog::ROOT, format!("File-{:04}", renamed - 1).as_bytes()).is_ok());
+        assert_eq!(r.catalog().encoded_bytes(), cat_bytes);
     }
 }

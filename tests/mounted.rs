@@ -944,3 +944,48 @@ fn umount_says_why_it_waits_for_a_mount_held_in_another_namespace() {
     let _m = v.mount_from_store_only();
     assert_eq!(fs::read(v.path("f")).unwrap(), b"data");
 }
+
+/// After `pgcryptfs rekey`, the cache's pin refuses the new master key until the operator names
+/// the fingerprint the rekey printed (`--accept-new-master-key` alone is refused up front, a
+/// wrong fingerprint is refused); the accepted key is pinned and the old one retired, so the
+/// old copy of the vault put back is refused for good, whatever the mount is given.
+#[test]
+#[serial]
+fn a_rekeyed_vault_is_accepted_only_by_the_printed_fingerprint_and_an_old_copy_never() {
+    let v = Vault::new();
+    let fingerprint_in = |o: &std::process::Output| {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap_or_else(|| panic!("no fingerprint in {out:?}")).to_string()
+    };
+    let old_fp = fingerprint_in(&must(v.cmd("key").arg("list").arg(&v.url).args(v.key_args())));
+    let m = v.mount(&[]);
+    fs::write(v.path("f"), b"before the rekey").unwrap();
+    m.umount();
+    let old = v.dir.path().join("store-before-rekey");
+    must(Command::new("cp").arg("-a").arg(&v.store).arg(&old));
+    let refused = |extra: &[&str]| {
+        let o = run(&mut v.mount_cmd(extra));
+        assert!(!o.status.success() && !is_mounted(&v.mnt), "{extra:?} mounted");
+        stderr(&o)
+    };
+    let e = refused(&["--accept-new-master-key"]);
+    assert!(e.contains("--accept-new-master-key needs --expect-fingerprint"), "{e}");
+    let new_fp = fingerprint_in(&must(v.cmd("rekey").arg(&v.url).args(v.key_args())));
+    assert_ne!(new_fp, old_fp);
+    let e = refused(&[]);
+    assert!(e.contains("it printed the new fingerprint") && e.contains("--expect-fingerprint <that fingerprint>"), "{e}");
+    assert!(!e.contains(&new_fp) && !e.contains(&new_fp.replace('-', "")), "the refusal names no fingerprint to accept: {e}");
+    let e = refused(&["--accept-new-master-key", "--expect-fingerprint", &old_fp]);
+    assert!(e.contains("not the vault expected"), "{e}");
+    let m = v.mount(&["--accept-new-master-key", "--expect-fingerprint", &new_fp]);
+    assert_eq!(fs::read(v.path("f")).unwrap(), b"before the rekey");
+    m.umount();
+    v.mount(&[]).umount(); // the new key is pinned
+    // The old copy put back (someone with write access to the store): refused for good.
+    fs::remove_dir_all(&v.store).unwrap();
+    must(Command::new("cp").arg("-a").arg(&old).arg(&v.store));
+    for extra in [&[][..], &["--accept-new-master-key", "--expect-fingerprint", &old_fp][..]] {
+        let e = refused(extra);
+        assert!(e.contains("retired") && e.contains("no option accepts it"), "{extra:?}: {e}");
+    }
+}
