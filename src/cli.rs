@@ -113,6 +113,11 @@ pub enum Command {
         /// How far ahead of a sequential reader pack data is fetched from a remote store (0: off).
         #[arg(long, default_value = "8M", value_parser = config::parse_size)]
         readahead: u64,
+        /// How new chunks are compressed before they are sealed: a zstd level from 1 (fastest)
+        /// to 19, or `off`. A chunk that does not shrink is stored as it is. Reading needs no
+        /// setting. Vaults made before compression existed store chunks as they are.
+        #[arg(long, default_value = "1", value_parser = crate::codec::Compression::parse, value_name = "LEVEL|off")]
+        compression: crate::codec::Compression,
         /// Seconds a write waits for room in the cache, and a commit for the store, before failing.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         store_timeout: u64,
@@ -341,6 +346,7 @@ pub fn run(cli: Cli) -> i32 {
             cache_dirty_max,
             cache_size,
             readahead,
+            compression,
             store_timeout,
             sync_store,
             break_lease,
@@ -390,6 +396,7 @@ pub fn run(cli: Cli) -> i32 {
                 sync_store,
                 cache_size,
                 readahead,
+                compression,
                 noexec,
                 noatime,
                 accept_new_master_key,

@@ -50,6 +50,8 @@ pub struct MountConfig {
     pub cache_size: u64,
     /// Readahead for sequential reads of a remote store.
     pub readahead: u64,
+    /// How new chunks are compressed.
+    pub compression: crate::codec::Compression,
     /// Accept (and pin) a master key other than the one the cache pinned: after a rekey.
     pub accept_new_master_key: bool,
     /// Mount flags MS_NOEXEC and MS_NOATIME.

@@ -455,6 +455,7 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
         pins: Some(&cfg.cache_dir),
         expect: cfg.expect,
         limits: Default::default(),
+        compression: cfg.compression,
     };
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);

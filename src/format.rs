@@ -282,12 +282,17 @@ impl VaultHeader {
             return Err(FormatError::Invalid(format!("unknown AEAD id {aead}")));
         }
         validate_chunk_size(chunk_size)?;
-        if flags != 0 {
-            return Err(FormatError::Invalid(format!("unknown feature flags {flags:#x}")));
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(FormatError::Invalid(format!("unknown feature flags {:#x}", flags & !KNOWN_FLAGS)));
         }
         Ok(Self { vault_id, aead, chunk_size, flags })
     }
 }
+
+/// Header flag: chunk bodies are encoded (compressed or stored, padded; FORMAT.md §6).
+pub const FLAG_CHUNK_CODEC: u32 = 1;
+/// Every flag this build reads; a header with any other is refused.
+pub const KNOWN_FLAGS: u32 = FLAG_CHUNK_CODEC;
 
 pub fn validate_chunk_size(cs: u32) -> Result<()> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) || !cs.is_power_of_two() {

@@ -922,6 +922,71 @@ mod tests {
         assert_eq!(names, vec![b".".to_vec(), b"..".to_vec(), b"d".to_vec()]);
     }
 
+    /// What tests/fixtures/v1-codec holds: compressible text across chunks, noise (stored raw)
+    /// and a hole, in a vault with the chunk codec flag (4 KiB chunks).
+    fn v1_codec_contents() -> (Vec<u8>, Vec<u8>) {
+        let text: Vec<u8> = (0..700).flat_map(|i: u32| format!("INSERT INTO t VALUES ({i}, 'row {i}');\n").into_bytes()).collect();
+        let mut noise = Vec::with_capacity(10_000);
+        let mut x = 0x9e37_79b9_u32;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push((x >> 24) as u8);
+        }
+        (text, noise)
+    }
+
+    /// Makes tests/fixtures/v1-codec (run once, when the format changes):
+    /// PGCRYPTFS_MAKE_FIXTURE=tests/fixtures/v1-codec cargo test --release --lib make_fixture_v1_codec -- --ignored
+    #[test]
+    #[ignore]
+    fn make_fixture_v1_codec() {
+        let dir = std::path::PathBuf::from(std::env::var("PGCRYPTFS_MAKE_FIXTURE").unwrap());
+        let cache = tempfile::tempdir().unwrap();
+        let hex = b"3c1f9a0e5b7d2468ace013579bdf2468ace013579bdf02468ace13579bdf0246";
+        std::fs::create_dir_all(dir.join("vault")).unwrap();
+        std::fs::write(dir.join("key.hex"), hex).unwrap();
+        let k = crate::keys::apply_transform(hex, crate::keys::KeyTransform::Hex).ok().unwrap();
+        let store = LocalStore::new(dir.join("vault"));
+        vault::init(&store, &k, 4096, 0, 0).unwrap();
+        let opts = OpenOptions { read_only: false, cache_root: Some(cache.path()), pack_target: 1 << 20, ..Default::default() };
+        let fs = Fs::new(Vault::open(Box::new(store), &k, &opts).ok().unwrap());
+        let (text, noise) = v1_codec_contents();
+        let d = fs.mkdir(ROOT, b"dir", 0o750, 0, 0).unwrap();
+        for (parent, name, data, offset) in [(d.ino, &b"text.sql"[..], &text, 0u64), (d.ino, b"noise.bin", &noise, 0), (ROOT, b"sparse", &text, 40_000)] {
+            let (st, fh) = fs.create(parent, name, 0o640, 0, 0).unwrap();
+            fs.write(st.ino, offset, data).unwrap();
+            fs.release(fh).unwrap();
+        }
+        fs.symlink(ROOT, b"link", b"dir/text.sql", 0, 0).unwrap();
+        assert!(fs.sync_to_store().unwrap());
+        fs.vault().release_lease().unwrap();
+    }
+
+    /// The frozen vault with the chunk codec flag (tests/fixtures/v1-codec) keeps opening and
+    /// reading byte for byte: compressed chunks, raw ones, a hole.
+    #[test]
+    fn fixture_vault_v1_codec_still_opens() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-codec");
+        let hex = std::fs::read(dir.join("key.hex")).unwrap();
+        let k = crate::keys::apply_transform(&hex, crate::keys::KeyTransform::Hex).ok().unwrap();
+        let opts = OpenOptions { read_only: true, ..Default::default() };
+        let fs = Fs::new(Vault::open(Box::new(LocalStore::new(dir.join("vault"))), &k, &opts).ok().unwrap());
+        assert_eq!(fs.vault().header.flags, format::FLAG_CHUNK_CODEC);
+        let (text, noise) = v1_codec_contents();
+        let d = fs.lookup(ROOT, b"dir").unwrap();
+        assert_eq!(fs.read(fs.lookup(d.ino, b"text.sql").unwrap().ino, 0, 1 << 20).unwrap(), text);
+        assert_eq!(fs.read(fs.lookup(d.ino, b"noise.bin").unwrap().ino, 0, 1 << 20).unwrap(), noise);
+        let mut sparse = vec![0u8; 40_000];
+        sparse.extend_from_slice(&text);
+        assert_eq!(fs.read(fs.lookup(ROOT, b"sparse").unwrap().ino, 0, 1 << 20).unwrap(), sparse);
+        assert_eq!(fs.readlink(fs.lookup(ROOT, b"link").unwrap().ino).unwrap(), b"dir/text.sql");
+        // The text is stored compressed: its packs hold far less than the plaintext.
+        let packs: u64 = std::fs::read_dir(dir.join("vault/packs")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert!(packs < (2 * text.len() + noise.len()) as u64, "packs hold {packs} bytes");
+    }
+
     /// The frozen format-1 vault in tests/fixtures/v1 (made by the pgcryptfs of that format)
     /// must keep opening and reading byte for byte.
     #[test]

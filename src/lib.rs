@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod control;
 pub mod crypto;

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::audit;
+use crate::codec::{ChunkCodec, Compression};
 use crate::crypto::{self, Secret32, SecretBytes};
 use crate::format::{self, ChunkRef, Id, Record, Slot, VaultHeader};
 use crate::keys::{self, Opened, Unlock, VaultKeys};
@@ -119,7 +120,12 @@ pub fn rekey(store: &dyn Store, unlock: &Unlock, opts: &RekeyOptions) -> Result<
     let mut summary = Summary { packs: 0, chunks: 0, bytes: 0, slot: new_slot.clone(), retired };
     match vault::load_records(store, &header, &old_keys) {
         Ok((records, seq, hash)) => {
-            let ctx = Ctx { store, header: &header, old: &old_keys, new: &new_keys, new_slot: &new_slot.slot_id };
+            let ctx = Ctx {
+                store,
+                old: ChunkCodec::new(&header, old_keys.data.duplicate(), Compression::Off),
+                new: ChunkCodec::new(&header, new_keys.data.duplicate(), Compression::Off),
+                new_slot: &new_slot.slot_id,
+            };
             let records = reencrypt(&ctx, records, &mut guard, opts, &mut summary)?;
             let object = vault::seal_checkpoint(&header, &new_keys.meta, seq + 1, hash, &records);
             store.put_new(&format::segment_name(seq + 1), &object)?;
@@ -210,9 +216,9 @@ impl Drop for LeaseGuard<'_> {
 
 struct Ctx<'a> {
     store: &'a dyn Store,
-    header: &'a VaultHeader,
-    old: &'a VaultKeys,
-    new: &'a VaultKeys,
+    /// Chunks as the old and the new master key seal them (bodies are moved as they are).
+    old: ChunkCodec,
+    new: ChunkCodec,
     new_slot: &'a Id,
 }
 
@@ -299,7 +305,6 @@ fn rewrite_pack(
         layout.push((c, file_id, index, end));
         end += u64::from(c.len);
     }
-    let mut plain = SecretBytes(Vec::new());
     // A new pack stored by an interrupted run is kept if every chunk in it opens. Only the
     // `end` bytes the new references cover are read (anything past them would be dead space).
     if let Ok(done) = ctx.store.get_range_upto(&format::pack_name(&new_id), 0, end as usize)
@@ -308,14 +313,12 @@ fn rewrite_pack(
         let mut out = Vec::with_capacity(layout.len());
         let ok = layout.iter().all(|(c, file_id, index, off)| {
             let sealed = &done[*off as usize..(*off + u64::from(c.len)) as usize];
-            let aad = format::chunk_aad(ctx.header, file_id, *index);
-            let good = crypto::open_into(&ctx.new.data, &aad, sealed, &mut plain.0).is_ok();
             let mut tag = [0u8; format::TAG_LEN];
             tag.copy_from_slice(&sealed[sealed.len() - format::TAG_LEN..]);
-            out.push(ChunkRef { pack: new_id, offset: *off, len: c.len, tag });
-            good
+            let moved = ChunkRef { pack: new_id, offset: *off, len: c.len, tag };
+            out.push(moved);
+            ctx.new.authenticate(file_id, *index, &moved, sealed).is_ok()
         });
-        crypto::wipe(&mut plain.0);
         if ok {
             return Ok(out);
         }
@@ -325,19 +328,17 @@ fn rewrite_pack(
     let referenced = layout.iter().map(|(c, ..)| c.offset + u64::from(c.len)).max().unwrap_or(0);
     let old = ctx.store.get_range_upto(&format::pack_name(pack), 0, referenced as usize)?;
     let mut sealed_out = Vec::with_capacity(end as usize);
+    let mut one = Vec::new();
     let mut out = Vec::with_capacity(layout.len());
     for (c, file_id, index, off) in &layout {
-        let where_ = || format!("pack {} offset {}", format::hex(pack), c.offset);
         let range = c.offset as usize..(c.offset + u64::from(c.len)) as usize;
-        let sealed = old.get(range).ok_or_else(|| RekeyError::Data(format!("{}: the pack is too short", where_())))?;
-        if !crypto::ct_eq(&sealed[sealed.len() - format::TAG_LEN..], &c.tag) {
-            return Err(RekeyError::Data(format!("{}: the chunk is not the one the metadata records", where_())));
-        }
-        let aad = format::chunk_aad(ctx.header, file_id, *index);
-        crypto::open_into(&ctx.old.data, &aad, sealed, &mut plain.0)
-            .map_err(|e| RekeyError::Data(format!("{}: {e}", where_())))?;
-        let tag = crypto::seal_into(&ctx.new.data, &aad, &plain.0, &mut sealed_out);
-        crypto::wipe(&mut plain.0);
+        let Some(sealed) = old.get(range) else {
+            return Err(RekeyError::Data(format!("pack {} offset {}: the pack is too short", format::hex(pack), c.offset)));
+        };
+        // Length, tag, authentication under the old key and the body's encoding are checked;
+        // the body is sealed again under the new key as it is (same length, same AAD).
+        let tag = ctx.new.reseal_from(&ctx.old, file_id, *index, c, sealed, &mut one).map_err(|e| RekeyError::Data(e.to_string()))?;
+        sealed_out.extend_from_slice(&one);
         out.push(ChunkRef { pack: new_id, offset: *off, len: c.len, tag });
     }
     ctx.store.put(&format::pack_name(&new_id), &sealed_out)?;

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::cache::{Cache, CacheError, KnownHead, MasterPin};
 use crate::catalog::{Catalog, CatalogError};
-use crate::crypto::{self, CryptoError, Secret32};
+use crate::crypto::{self, Secret32};
 use crate::format::{self, ChunkRef, FormatError, Id, Kind, Limits, Record, SegmentPrefix, VaultHeader};
 use crate::audit;
+use crate::codec::{ChunkCodec, Compression};
 use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
 use crate::pins::{Expect, Fingerprint, PinError, Pins, Receipt};
@@ -154,6 +155,8 @@ pub struct OpenOptions<'a> {
     pub expect: Expect,
     /// The stated bounds of the catalog, the journal and the segments (`format::Limits`).
     pub limits: Limits,
+    /// How new chunks are compressed (vaults with the chunk codec flag).
+    pub compression: Compression,
 }
 
 impl Default for OpenOptions<'_> {
@@ -172,6 +175,7 @@ impl Default for OpenOptions<'_> {
             pins: None,
             expect: Expect::default(),
             limits: Limits::default(),
+            compression: Compression::DEFAULT,
         }
     }
 }
@@ -184,6 +188,8 @@ const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 pub struct Vault {
     pub header: VaultHeader,
     keys: VaultKeys,
+    /// Seals and opens chunks (compression, padding, AEAD) under the data subkey.
+    codec: ChunkCodec,
     store: Arc<dyn Store>,
     cache: Option<Cache>,
     /// Clean blocks of stored packs (remote stores only).
@@ -267,7 +273,7 @@ pub fn init_with(
         vault_id: crypto::random_id(),
         aead: format::AEAD_XCHACHA20POLY1305,
         chunk_size,
-        flags: 0,
+        flags: format::FLAG_CHUNK_CODEC,
     };
     let master = Secret32::random();
     let now = format::Time::now();
@@ -514,6 +520,7 @@ impl Vault {
         let lease_until = lease.as_ref().map(|_| std::time::Instant::now() + std::time::Duration::from_secs(LEASE_TTL_SECS as u64));
         let vault = Vault {
             header,
+            codec: ChunkCodec::new(&header, keys.data.duplicate(), opts.compression),
             keys,
             store,
             cache,
@@ -746,9 +753,8 @@ impl Vault {
                 *since = None;
             }
         }
-        let aad = format::chunk_aad(&self.header, file_id, index);
         let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
-        let tag = crypto::seal_into(&self.keys.data, &aad, plain, &mut sealed);
+        let tag = self.codec.seal(file_id, index, plain, &mut sealed);
         let (pack, offset) = cache.append_chunk(&sealed)?;
         if let Some(rc) = &self.read_cache {
             rc.set_budget(self.clean_budget()); // staged data takes room from clean data
@@ -912,10 +918,6 @@ impl Vault {
                 crypto::wipe(plain);
                 return Err((*index, e));
             }
-            if plain.len() > self.header.chunk_size as usize {
-                crypto::wipe(plain);
-                return Err((*index, VaultError::Chunk("chunk longer than the chunk size".into())));
-            }
             visit(*index, plain);
         }
         Ok(())
@@ -933,24 +935,17 @@ impl Vault {
 
     /// Opens a sealed chunk read by the caller (`salvage` reads them from a cache of its own).
     pub fn open_sealed_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        if sealed.len() != c.len as usize {
-            return Err(VaultError::Chunk(format!(
-                "pack {} offset {}: {} bytes where the metadata records {}",
-                format::hex(&c.pack),
-                c.offset,
-                sealed.len(),
-                c.len
-            )));
-        }
         self.open_chunk(file_id, index, c, sealed, out)
     }
 
-    /// Authenticates one sealed chunk (tag and AEAD) without keeping its plaintext.
+    /// Authenticates one sealed chunk (length, tag, AEAD, body encoding) keeping no plaintext.
     pub fn authenticate(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8]) -> Result<()> {
-        let mut plain = Vec::with_capacity(sealed.len());
-        let r = self.open_sealed_chunk(file_id, index, c, sealed, &mut plain);
-        crypto::wipe(&mut plain);
-        r
+        self.codec.authenticate(file_id, index, c, sealed).map_err(|e| VaultError::Chunk(e.to_string()))
+    }
+
+    /// The chunk codec (rekey re-seals chunks from one vault key to another through it).
+    pub fn codec(&self) -> &ChunkCodec {
+        &self.codec
     }
 
     /// Appends an already sealed chunk (ciphertext copied from another pack, by gc) to the
@@ -966,19 +961,9 @@ impl Vault {
         Ok(cache.append_chunk(sealed)?)
     }
 
-    /// Checks a sealed chunk against the tag the metadata records, then opens it.
+    /// Checks a sealed chunk against what the metadata records, then opens and decodes it.
     fn open_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let where_ = || format!("pack {} offset {}", format::hex(&c.pack), c.offset);
-        if !crypto::ct_eq(&sealed[sealed.len() - format::TAG_LEN..], &c.tag) {
-            return Err(VaultError::Chunk(format!(
-                "{}: the chunk is not the one the metadata records (replaced or replayed)",
-                where_()
-            )));
-        }
-        let aad = format::chunk_aad(&self.header, file_id, index);
-        crypto::open_into(&self.keys.data, &aad, sealed, out).map_err(|e: CryptoError| {
-            VaultError::Chunk(format!("{}: {e} (the chunk was modified or moved)", where_()))
-        })
+        self.codec.open(file_id, index, c, sealed, out).map_err(|e| VaultError::Chunk(e.to_string()))
     }
 
     // -- metadata --------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ pub fn header() -> VaultHeader {
     VaultHeader { vault_id: [0x5a; 16], aead: AEAD_XCHACHA20POLY1305, chunk_size: 64 * 1024, flags: 0 }
 }
 
+/// The same header with the chunk codec (compression and padding) on.
+pub fn codec_header() -> VaultHeader {
+    VaultHeader { flags: pgcryptfs::format::FLAG_CHUNK_CODEC, ..header() }
+}
+
 /// The fixed key of sodium slots, leases and sealed objects (not a secret: a test vector).
 pub fn key() -> &'static Secret32 {
     static K: OnceLock<Secret32> = OnceLock::new();

@@ -113,6 +113,29 @@ pub fn write_all(root: &Path) {
     body.raw(&holder.mount_id).u32(holder.pid).i64(holder.started).i64(holder.expires).bytes16(holder.host.as_bytes());
     put(root, "lease", "body", &body.buf);
 
+    // Chunk bodies and sealed chunks: compressed, raw (incompressible), and a zstd frame that
+    // expands past a chunk.
+    let ch = crate::codec_header();
+    let codec = pgcryptfs::codec::ChunkCodec::new(&ch, key().duplicate(), pgcryptfs::codec::Compression::Zstd(1));
+    let text = b"INSERT INTO pgbench_history VALUES (1, 2, 3, 4, now());\n".repeat(200);
+    let noise: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    for (name, plain) in [("text", &text[..]), ("noise", &noise[..])] {
+        let mut sealed = Vec::new();
+        codec.seal(&[1; 16], 2, plain, &mut sealed);
+        put(root, "chunk_body", &format!("sealed-{name}"), &sealed);
+    }
+    let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 19).expect("zstd");
+    let mut body = vec![pgcryptfs::codec::BODY_ZSTD];
+    body.extend_from_slice(&(bomb.len() as u32).to_le_bytes());
+    body.extend_from_slice(&bomb);
+    body.resize(pgcryptfs::codec::padme(body.len() as u64) as usize, 0);
+    put(root, "chunk_body", "zstd-bomb", &body);
+    let mut raw = vec![pgcryptfs::codec::BODY_RAW];
+    raw.extend_from_slice(&5u32.to_le_bytes());
+    raw.extend_from_slice(b"hello");
+    raw.resize(pgcryptfs::codec::padme(raw.len() as u64) as usize, 0);
+    put(root, "chunk_body", "raw", &raw);
+
     let argv = |a: &[&str]| a.join("\0").into_bytes();
     put(
         root,
