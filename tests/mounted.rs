@@ -288,7 +288,9 @@ fn kill9_roundtrip(v: &Vault) {
 #[test]
 #[serial]
 fn tampering_gives_eio_or_refuses_mount() {
-    const CS: usize = 65536 + 40; // sealed size of a full 64 KiB chunk
+    // Sealed size of a full 64 KiB chunk of incompressible data (`pattern`): stored raw, its
+    // body padded to Padmé(5 + 65536) = 67584 bytes (FORMAT.md §6), plus nonce and tag.
+    const CS: usize = 67584 + 40;
     let v = Vault::new();
     let a1 = pattern(1, 4 * 65536);
     let a2 = pattern(2, 4 * 65536);
