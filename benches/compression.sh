@@ -37,12 +37,22 @@ log "pgbench for $SECONDS_LOAD s (WAL)"
 pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c CHECKPOINT >/dev/null
 pg "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" -U postgres -c 2 -T "$SECONDS_LOAD" postgres >"$LOGS/load.log" 2>&1
 pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c CHECKPOINT >/dev/null
+# A hard case: a table of random md5 text (no repetition but hex digits).
+log "a table of md5 text"
+pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt \
+    -c "CREATE TABLE md5 AS SELECT i, md5(random()::text) AS h FROM generate_series(1, 2000000) i" -c CHECKPOINT >/dev/null
+MD5REL=$(pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c "SELECT pg_relation_filepath('md5')")
+mkdir -p "$WORK/md5"; cp "$PGDATA/$MD5REL" "$WORK/md5/"
 {
     echo "# Chunk codec on PostgreSQL data ($(date -u +%F), pgbench -s $SCALE, $DBSIZE; 64 KiB chunks, one core)"
     echo
     echo "## Tables and indexes (base/)"
     echo
     timeout "$TIMEOUT" "$CODEC" "$PGDATA/base" 65536 "$LEVELS"
+    echo
+    echo "## A table of 2,000,000 random md5 strings (the hard case)"
+    echo
+    timeout "$TIMEOUT" "$CODEC" "$WORK/md5" 65536 "$LEVELS"
     echo
     echo "## WAL after ${SECONDS_LOAD} s of pgbench (pg_wal/)"
     echo
