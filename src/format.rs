@@ -283,7 +283,10 @@ impl VaultHeader {
         }
         validate_chunk_size(chunk_size)?;
         if flags & !KNOWN_FLAGS != 0 {
-            return Err(FormatError::Invalid(format!("unknown feature flags {:#x}", flags & !KNOWN_FLAGS)));
+            return Err(FormatError::Invalid(format!(
+                "unknown feature flags {:#x} (a vault made by a newer pgcryptfs?)",
+                flags & !KNOWN_FLAGS
+            )));
         }
         Ok(Self { vault_id, aead, chunk_size, flags })
     }
@@ -919,6 +922,11 @@ mod tests {
         let mut cs = b;
         cs[12..16].copy_from_slice(&1000u32.to_le_bytes());
         assert!(VaultHeader::decode(&cs).is_err());
+        // The chunk codec flag is known; any other bit is a newer format's and refused.
+        let codec = VaultHeader { flags: FLAG_CHUNK_CODEC, ..h };
+        assert_eq!(VaultHeader::decode(&codec.encode()).unwrap(), codec);
+        let newer = VaultHeader { flags: FLAG_CHUNK_CODEC | 4, ..h }.encode();
+        assert!(matches!(VaultHeader::decode(&newer), Err(FormatError::Invalid(m)) if m.contains("0x4") && m.contains("newer pgcryptfs")));
     }
 
     #[test]
