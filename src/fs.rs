@@ -106,18 +106,86 @@ pub struct StatFs {
 /// Plaintext of chunks written but not yet sealed, for one inode.
 struct FileData {
     file_id: Id,
-    dirty: BTreeMap<u64, Vec<u8>>,
+    dirty: BTreeMap<u64, Dirty>,
+    /// Counts writes, to find the least recently written buffer.
+    writes: u64,
 }
 
 impl Drop for FileData {
     fn drop(&mut self) {
-        for buf in self.dirty.values_mut() {
-            crypto::wipe(buf);
+        for d in self.dirty.values_mut() {
+            crypto::wipe(&mut d.buf);
         }
     }
 }
 
-/// Most dirty chunks one file may hold before the oldest are sealed.
+/// One dirty chunk: its whole plaintext (chunk size, zero-padded), which of its bytes are
+/// known, and when it was last written.
+struct Dirty {
+    buf: Vec<u8>,
+    known: Coverage,
+    /// `FileData::writes` at its last write.
+    touched: u64,
+}
+
+/// The byte ranges of a dirty chunk that hold what the file will have there: written, or
+/// loaded from the chunk's sealed version. Zeros of a hole or past the old end of file are not
+/// known (writeback may not have delivered those pages yet). A chunk is complete when its
+/// known bytes reach its length at the file size; only then is it sealed before it must be.
+#[derive(Default)]
+struct Coverage {
+    /// Disjoint, sorted, non-adjacent half-open ranges.
+    spans: Vec<(u32, u32)>,
+    /// Too fragmented to track (more than `max_spans`): counts as complete, so the chunk is
+    /// sealed once the writer moves past it, as without tracking.
+    untracked: bool,
+}
+
+/// Most ranges the coverage of a chunk of `cs` bytes keeps: 4 KiB pages in any order make at
+/// most one per two pages (8 bytes a range: at most 1/1024 of the chunk, 128 bytes for the
+/// smallest chunks).
+fn max_spans(cs: usize) -> usize {
+    (cs / 8192).max(16)
+}
+
+impl Coverage {
+    /// Adds `start..end` of a chunk of `cs` bytes.
+    fn add(&mut self, start: usize, end: usize, cs: usize) {
+        if self.untracked || start >= end {
+            return;
+        }
+        let (mut s, mut e) = (start as u32, end as u32);
+        // Ranges that overlap or touch [s, e) merge into it.
+        let first = self.spans.partition_point(|&(_, b)| b < s);
+        let last = self.spans.partition_point(|&(a, _)| a <= e);
+        if first < last {
+            s = s.min(self.spans[first].0);
+            e = e.max(self.spans[last - 1].1);
+        }
+        self.spans.splice(first..last, [(s, e)]);
+        if self.spans.len() > max_spans(cs) {
+            self.spans = Vec::new();
+            self.untracked = true;
+        }
+    }
+
+    /// Forgets what lies at and past `len` (a truncation zeroed it).
+    fn cut(&mut self, len: usize) {
+        let len = len as u32;
+        self.spans.retain(|&(a, _)| a < len);
+        if let Some(last) = self.spans.last_mut() {
+            last.1 = last.1.min(len);
+        }
+    }
+
+    /// True if bytes `0..len` are all known.
+    fn covers(&self, len: usize) -> bool {
+        self.untracked || len == 0 || self.spans.first().is_some_and(|&(a, b)| a == 0 && b as usize >= len)
+    }
+}
+
+/// Most dirty chunks one file may hold; past it, the least recently written are sealed,
+/// complete or not.
 const MAX_DIRTY_CHUNKS: usize = 32;
 
 /// Most open file handles; an open beyond is refused with ENFILE (a handle costs about 40
@@ -446,13 +514,14 @@ impl Fs {
                 _ => return Err(Errno(libc::EINVAL)),
             }
         };
-        let f = Arc::new(Mutex::new(FileData { file_id, dirty: BTreeMap::new() }));
+        let f = Arc::new(Mutex::new(FileData { file_id, dirty: BTreeMap::new(), writes: 0 }));
         files.insert(ino, f.clone());
         Ok(Some(f))
     }
 
-    /// Decrypts stored chunk `index` into a full-size zero-padded buffer (zeros if absent).
-    fn load_chunk(&self, ino: u64, file_id: &Id, index: u64, buf: &mut Vec<u8>) -> Result<()> {
+    /// Decrypts stored chunk `index` into a full-size zero-padded buffer (zeros if absent);
+    /// returns the length of the stored plaintext.
+    fn load_chunk(&self, ino: u64, file_id: &Id, index: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let cs = self.vault.chunk_size() as usize;
         let c = self.vault.catalog().get(ino)?.chunk(index);
         buf.clear();
@@ -467,8 +536,9 @@ impl Fs {
                 return Err(Errno(libc::EIO));
             }
         }
+        let stored = buf.len();
         buf.resize(cs, 0);
-        Ok(())
+        Ok(stored)
     }
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -494,8 +564,8 @@ impl Fs {
             let cat = self.vault.catalog();
             let i = cat.get(ino)?;
             for p in &pieces {
-                if let Some(buf) = guard.as_ref().and_then(|g| g.dirty.get(&p.index)) {
-                    out[p.buf_off..p.buf_off + p.len].copy_from_slice(&buf[p.within..p.within + p.len]);
+                if let Some(d) = guard.as_ref().and_then(|g| g.dirty.get(&p.index)) {
+                    out[p.buf_off..p.buf_off + p.len].copy_from_slice(&d.buf[p.within..p.within + p.len]);
                 } else if let Some(c) = i.chunk(p.index) {
                     stored.push((p.index, c));
                 }
@@ -561,25 +631,31 @@ impl Fs {
         let mut f = fd.lock().unwrap();
         let size = self.vault.catalog().get(ino)?.attr.size;
         let file_id = f.file_id;
+        f.writes += 1;
+        let now = f.writes;
         let mut new_dirty = 0i64;
         let filled = (|| -> Result<()> {
             for p in format::pieces(offset, data.len(), cs) {
-                let buf = match f.dirty.entry(p.index) {
+                let d = match f.dirty.entry(p.index) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         // A chunk only partly overwritten starts from its stored content.
                         let existing = format::chunk_len(p.index, size, cs);
                         let mut buf = Vec::with_capacity(cs as usize);
+                        let mut known = Coverage::default();
                         if existing > 0 && !(p.within == 0 && p.len >= existing) {
-                            self.load_chunk(ino, &file_id, p.index, &mut buf)?;
+                            let stored = self.load_chunk(ino, &file_id, p.index, &mut buf)?;
+                            known.add(0, stored, cs as usize);
                         } else {
                             buf.resize(cs as usize, 0);
                         }
                         new_dirty += 1;
-                        e.insert(buf)
+                        e.insert(Dirty { buf, known, touched: now })
                     }
                 };
-                buf[p.within..p.within + p.len].copy_from_slice(&data[p.buf_off..p.buf_off + p.len]);
+                d.buf[p.within..p.within + p.len].copy_from_slice(&data[p.buf_off..p.buf_off + p.len]);
+                d.known.add(p.within, p.within + p.len, cs as usize);
+                d.touched = now;
             }
             Ok(())
         })();
@@ -598,11 +674,19 @@ impl Fs {
             let others: Vec<u64> = f.dirty.keys().copied().filter(|i| *i != last).collect();
             if others.is_empty() { f.dirty.keys().copied().collect() } else { others }
         } else {
-            // Seal what the writer has moved past, and the oldest chunks beyond the bound.
+            // Seal the complete chunks the writer has moved past (writeback delivers pages out
+            // of order: one moved past may still miss some), and the least recently written
+            // beyond the bound.
             let past = end / cs as u64;
-            let mut to_seal: Vec<u64> = f.dirty.range(..past).map(|(i, _)| *i).collect();
-            let excess = f.dirty.len().saturating_sub(to_seal.len()).saturating_sub(MAX_DIRTY_CHUNKS);
-            to_seal.extend(f.dirty.range(past..).take(excess).map(|(i, _)| *i));
+            let mut to_seal: Vec<u64> =
+                f.dirty.range(..past).filter(|(_, d)| d.known.covers(cs as usize)).map(|(i, _)| *i).collect();
+            let excess = (f.dirty.len() - to_seal.len()).saturating_sub(MAX_DIRTY_CHUNKS);
+            if excess > 0 {
+                let mut kept: Vec<(u64, u64)> =
+                    f.dirty.iter().filter(|(i, _)| !to_seal.contains(i)).map(|(i, d)| (d.touched, *i)).collect();
+                kept.sort_unstable();
+                to_seal.extend(kept.iter().take(excess).map(|(_, i)| *i));
+            }
             to_seal
         };
         self.seal_chunks(ino, &mut f, &to_seal)?;
@@ -619,21 +703,21 @@ impl Fs {
         let cs = self.vault.chunk_size();
         let size = self.vault.catalog().get(ino)?.attr.size;
         for &index in indices {
-            let Some(mut buf) = f.dirty.remove(&index) else { continue };
+            let Some(mut d) = f.dirty.remove(&index) else { continue };
             let len = format::chunk_len(index, size, cs);
             let sealed = if len == 0 {
                 None
             } else {
-                match self.vault.seal_chunk(&f.file_id, index, &buf[..len]) {
+                match self.vault.seal_chunk(&f.file_id, index, &d.buf[..len]) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         // Keep the data: a later flush retries, nothing acknowledged is lost.
-                        f.dirty.insert(index, buf);
+                        f.dirty.insert(index, d);
                         return Err(self.verr(e, || format!("writing {} chunk {index}", self.path(ino))));
                     }
                 }
             };
-            crypto::wipe(&mut buf);
+            crypto::wipe(&mut d.buf);
             let mut cat = self.vault.catalog();
             if let Some(c) = sealed {
                 cat.set_chunk(ino, index, c)?;
@@ -660,8 +744,8 @@ impl Fs {
         let keep = format::chunk_count(new, cs);
         let dropped: Vec<u64> = f.dirty.range(keep..).map(|(i, _)| *i).collect();
         for i in &dropped {
-            if let Some(mut b) = f.dirty.remove(i) {
-                crypto::wipe(&mut b);
+            if let Some(mut d) = f.dirty.remove(i) {
+                crypto::wipe(&mut d.buf);
             }
         }
         self.vault.catalog().add_unsealed(ino, -(dropped.len() as i64));
@@ -670,12 +754,15 @@ impl Fs {
             let tail = new / cs as u64;
             if !f.dirty.contains_key(&tail) {
                 let mut buf = Vec::new();
-                self.load_chunk(ino, &f.file_id.clone(), tail, &mut buf)?;
-                f.dirty.insert(tail, buf);
+                let stored = self.load_chunk(ino, &f.file_id.clone(), tail, &mut buf)?;
+                let mut known = Coverage::default();
+                known.add(0, stored, cs as usize);
+                f.dirty.insert(tail, Dirty { buf, known, touched: f.writes });
                 self.vault.catalog().add_unsealed(ino, 1);
             }
-            let buf = f.dirty.get_mut(&tail).expect("present");
-            buf[within..].fill(0);
+            let d = f.dirty.get_mut(&tail).expect("present");
+            d.buf[within..].fill(0);
+            d.known.cut(within);
         }
         // Lengths of sealed chunks follow the catalog size: shrink it before sealing.
         self.vault.catalog().note_truncate(ino, new)?;
@@ -1073,5 +1160,190 @@ mod tests {
         fs.release(fh).unwrap();
         assert_eq!(fs.read(st.ino, 0, 10 * 4096).unwrap(), [vec![7; 8 * 4096], vec![8; 2 * 4096]].concat());
         assert!(fs.sync_to_store().unwrap());
+    }
+
+    /// Pseudo-random (incompressible) bytes, so sealed lengths follow plaintext lengths.
+    fn noise(n: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Bytes appended to staging packs (nothing is uploaded in these tests) and the bytes of
+    /// the chunks the file references: the difference is dead space in packs.
+    fn sealed_and_live(fs: &Fs, ino: u64) -> (u64, u64) {
+        let staged = fs.vault().cache().unwrap().staged_bytes();
+        let live = fs.vault().catalog().get(ino).unwrap().chunks().map(|(_, c)| c.len as u64).sum();
+        (staged, live)
+    }
+
+    /// Writeback delivers a file's pages out of order (pages of chunk i+1 before the tail of
+    /// chunk i): every chunk is still sealed once, when complete, and reads back right.
+    #[test]
+    fn out_of_order_writeback_seals_each_chunk_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 65536);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        let data = noise(1 << 20, 7);
+        // Each page is delayed by up to 24 pages (96 KiB): a sliding window across chunks.
+        let mut x = 0x2545_f491_u32;
+        let mut order: Vec<(usize, usize)> = (0..256)
+            .map(|p| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (p + (x % 24) as usize, p)
+            })
+            .collect();
+        order.sort();
+        let mut max_dirty = 0;
+        for &(_, p) in &order {
+            let off = p * 4096;
+            assert_eq!(fs.write(st.ino, off as u64, &data[off..off + 4096]).unwrap(), 4096);
+            max_dirty = max_dirty.max(fs.vault().catalog().get(st.ino).unwrap().unsealed);
+        }
+        let before_fsync = sealed_and_live(&fs, st.ino);
+        fs.fsync(st.ino).unwrap();
+        let (sealed, live) = sealed_and_live(&fs, st.ino);
+        eprintln!("shuffled 1 MiB: {sealed} bytes sealed, {live} live ({} dead); before fsync {before_fsync:?}; at most {max_dirty} dirty chunks", sealed - live);
+        assert_eq!(fs.vault().catalog().get(st.ino).unwrap().chunk_count(), 16);
+        assert_eq!(sealed, live, "a chunk was sealed more than once");
+        assert!(max_dirty <= 3, "{max_dirty} dirty chunks");
+        assert_eq!(fs.read(st.ino, 0, 2 << 20).unwrap(), data);
+        fs.release(fh).unwrap();
+        assert!(fs.sync_to_store().unwrap());
+        drop(fs);
+        let fs = open(&d.path().join("s"), &d.path().join("c2"), true, 65536);
+        let ino = fs.lookup(ROOT, b"f").unwrap().ino;
+        assert_eq!(fs.read(ino, 0, 2 << 20).unwrap(), data);
+    }
+
+    /// Sequential writes seal each chunk as soon as it is complete: one buffer at a time.
+    #[test]
+    fn sequential_writes_seal_complete_chunks_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 65536);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        let data = noise((1 << 20) + 1000, 11);
+        for (n, page) in data.chunks(4096).enumerate() {
+            fs.write(st.ino, n as u64 * 4096, page).unwrap();
+            let (unsealed, count) = {
+                let cat = fs.vault().catalog();
+                let i = cat.get(st.ino).unwrap();
+                (i.unsealed, i.chunk_count() as u64)
+            };
+            assert!(unsealed <= 1, "{unsealed} dirty after page {n}");
+            assert_eq!(count, (n as u64 * 4096 + page.len() as u64) / 65536, "after page {n}");
+        }
+        fs.release(fh).unwrap();
+        let (sealed, live) = sealed_and_live(&fs, st.ino);
+        assert_eq!((sealed, fs.vault().catalog().get(st.ino).unwrap().chunk_count()), (live, 17));
+        assert_eq!(fs.read(st.ino, 0, 2 << 20).unwrap(), data);
+    }
+
+    /// A partly written chunk the writer moved past waits for the rest (a hole's zeros are not
+    /// written data); a chunk loaded from its sealed version is complete; the per-file bound
+    /// seals the least recently written buffers; fsync seals everything.
+    #[test]
+    fn partial_chunks_wait_within_the_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        let ino = st.ino;
+        let unsealed = |fs: &Fs| fs.vault().catalog().get(ino).unwrap().unsealed;
+        let mut model = vec![0u8; 0];
+        let mut apply = |fs: &Fs, off: usize, data: &[u8]| {
+            fs.write(ino, off as u64, data).unwrap();
+            if model.len() < off + data.len() {
+                model.resize(off + data.len(), 0);
+            }
+            model[off..off + data.len()].copy_from_slice(data);
+            model.clone()
+        };
+        let sealed = |fs: &Fs, i: u64| fs.vault().catalog().get(ino).unwrap().chunk(i).is_some();
+        // Chunk 0 half written, then the writer moves on: chunk 1 (whole) is sealed, chunk 0
+        // waits, and is sealed when its rest arrives.
+        apply(&fs, 0, &[1; 2048]);
+        apply(&fs, 4096, &[2; 4096]);
+        assert_eq!((unsealed(&fs), sealed(&fs, 0), sealed(&fs, 1)), (1, false, true));
+        apply(&fs, 2048, &[3; 2048]);
+        assert_eq!((unsealed(&fs), sealed(&fs, 0)), (0, true));
+        apply(&fs, 8192, &[4; 10]);
+        assert_eq!(unsealed(&fs), 1);
+        fs.fsync(ino).unwrap();
+        // An overwrite of part of a sealed chunk is complete (the rest came from its sealed
+        // version): sealed once the writer moves past it.
+        apply(&fs, 100, &[5; 10]);
+        apply(&fs, 8192 + 10, &[6; 10]);
+        assert_eq!(unsealed(&fs), 1);
+        // A chunk whose sealed version is shorter than the chunk (the old end of file) is not
+        // complete past that end until written.
+        let sealed2 = fs.vault().catalog().get(ino).unwrap().chunk(2);
+        apply(&fs, 8192 + 3000, &[7; 10]); // chunk 2 now 3010 bytes, sealed with 10
+        apply(&fs, 3 * 4096, &[8; 4096]);
+        assert_eq!(unsealed(&fs), 1, "chunk 3 complete, chunk 2 was loaded but has a gap");
+        assert_eq!(fs.vault().catalog().get(ino).unwrap().chunk(2), sealed2);
+        apply(&fs, 8192 + 20, &[9; 2980]);
+        apply(&fs, 8192 + 3010, &[10; 4096 - 3010]);
+        let m = apply(&fs, 4 * 4096, &[11; 1]);
+        assert_eq!(unsealed(&fs), 1);
+        assert_ne!(fs.vault().catalog().get(ino).unwrap().chunk(2), sealed2);
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), m);
+        // Sparse writes into a hole wait, within the per-file bound (least recently written
+        // sealed first); reads see them; fsync seals them.
+        for k in 0..(MAX_DIRTY_CHUNKS as u64 + 8) {
+            apply(&fs, ((100 + 2 * k) * 4096 + 7) as usize, &[12 + k as u8; 100]);
+            assert!(unsealed(&fs) as usize <= MAX_DIRTY_CHUNKS, "{}", unsealed(&fs));
+        }
+        assert_eq!(unsealed(&fs) as usize, MAX_DIRTY_CHUNKS);
+        assert!(fs.vault().catalog().get(ino).unwrap().chunk(100).is_some(), "the oldest buffer was sealed");
+        let m = apply(&fs, 1000 * 4096, b"far");
+        assert_eq!(fs.read(ino, 0, 200 * 4096).unwrap(), &m[..200 * 4096]);
+        fs.setattr(ino, &SetAttr { size: Some(150 * 4096 + 5), ..Default::default() }).unwrap();
+        assert_eq!(unsealed(&fs), 0);
+        let mut m = m;
+        m.truncate(150 * 4096 + 5);
+        fs.fsync(ino).unwrap();
+        fs.release(fh).unwrap();
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), m);
+        assert!(fs.sync_to_store().unwrap());
+        drop(fs);
+        let fs = open(&d.path().join("s"), &d.path().join("c2"), true, 4096);
+        assert_eq!(fs.read(fs.lookup(ROOT, b"f").unwrap().ino, 0, 1 << 20).unwrap(), m);
+    }
+
+    /// Coverage merges overlapping and touching ranges, forgets what a truncation cut, and
+    /// gives up (counting as complete) when too fragmented.
+    #[test]
+    fn coverage_merges_ranges() {
+        let cs = 65536;
+        let mut c = Coverage::default();
+        for (a, b) in [(8192, 12288), (0, 4096), (16384, 20480), (4096, 6000), (7000, 8192)] {
+            c.add(a, b, cs);
+        }
+        assert_eq!(c.spans, [(0, 6000), (7000, 12288), (16384, 20480)]);
+        assert!(c.covers(6000) && !c.covers(6001));
+        c.add(5000, 17000, cs);
+        assert_eq!(c.spans, [(0, 20480)]);
+        c.add(20480, 20480, cs);
+        c.add(30000, 40000, cs);
+        assert!(c.covers(20480) && !c.covers(20481) && Coverage::default().covers(0));
+        c.cut(35000);
+        assert_eq!(c.spans, [(0, 20480), (30000, 35000)]);
+        c.cut(100);
+        assert_eq!(c.spans, [(0, 100)]);
+        let mut c = Coverage::default();
+        for k in 0..16 {
+            c.add(k * 8192, k * 8192 + 4096, cs);
+        }
+        assert!(!c.untracked && !c.covers(cs));
+        c.add(cs - 10, cs - 5, cs);
+        assert!(c.untracked && c.covers(cs) && c.spans.is_empty());
     }
 }
