@@ -701,4 +701,152 @@ mod tests {
             }
         }
     }
+
+    /// A vault of `what` (sodium, passphrase or openpgp; `pgp` is the certificate and secret key
+    /// of the openpgp one) holding file `a`, and the unlock that opens it.
+    fn vault_with_a(what: &str, pgp: &(Vec<u8>, Vec<u8>)) -> (Arc<ReadMeter>, Unlock) {
+        let store = Arc::new(ReadMeter::default());
+        let unlock = match what {
+            "sodium" => {
+                vault::init(&store.inner, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+                unlock()
+            }
+            "passphrase" => {
+                let first = NewSlot::Passphrase(SecretBytes(b"correct horse".to_vec()), CHEAP);
+                vault::init_with(&store.inner, &first, Some("ops team"), 65536, 0, 0).map_err(|e| e.to_string()).unwrap();
+                pass_unlock()
+            }
+            _ => {
+                let first = NewSlot::OpenPgp(pgp.0.clone());
+                vault::init_with(&store.inner, &first, Some("ops team"), 65536, 0, 0).map_err(|e| e.to_string()).unwrap();
+                Unlock::openpgp(&pgp.1, None, "the test key").ok().unwrap()
+            }
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let v = writer(&store, &unlock, cache.path());
+        write_files(&v, &[(b"a", b"alpha")]);
+        v.release_lease().unwrap();
+        (store, unlock)
+    }
+
+    fn slot_objects(store: &ReadMeter) -> Vec<(String, Vec<u8>)> {
+        store.inner.list(format::KEYS_PREFIX).unwrap().into_iter().map(|(n, _)| (n.clone(), store.inner.get(&n).unwrap())).collect()
+    }
+
+    /// The key slot from before a rekey, put back beside the new one and listed (so tried)
+    /// first, opens with the same key but holds the old master key: the unlock keeps the slot
+    /// whose master key opens the metadata, the vault opens and the file reads. `key remove`
+    /// of the old slot and a second rekey work beside it too; with the old slot alone the
+    /// vault is refused as before.
+    #[test]
+    fn an_old_slot_beside_the_new_one_gives_way_to_it() {
+        let pgp = pgp_pair();
+        for what in ["sodium", "passphrase", "openpgp"] {
+            // Slot ids are random: rekey until the old slot sorts before the new one.
+            let (store, unlock, old, new) = (0..64)
+                .find_map(|_| {
+                    let (store, unlock) = vault_with_a(what, &pgp);
+                    let old = slot_objects(&store);
+                    rekey(&store, &unlock, &RekeyOptions::default()).map_err(|e| e.to_string()).unwrap();
+                    let new = slot_objects(&store);
+                    (old[0].0 < new[0].0).then_some((store, unlock, old, new))
+                })
+                .unwrap();
+            assert_eq!((old.len(), new.len()), (1, 1), "{what}");
+            store.inner.put(&old[0].0, &old[0].1).unwrap();
+            let names: Vec<String> = slot_objects(&store).into_iter().map(|(n, _)| n).collect();
+            assert_eq!(names, [old[0].0.clone(), new[0].0.clone()], "{what}: the old slot is listed first");
+            let header = vault::read_header(&store).ok().unwrap();
+            let old_slot = Slot::decode(&old[0].1).unwrap();
+            let new_slot = Slot::decode(&new[0].1).unwrap();
+            // Both open with the same unlock, with different master keys.
+            let both = keys::open_every_slot(&header, &slot_objects(&store), &unlock).ok().unwrap();
+            assert_eq!(both.len(), 2, "{what}");
+            let first = keys::open_slots(&header, &slot_objects(&store), &unlock).ok().unwrap();
+            assert_eq!(first.slot.slot_id, old_slot.slot_id, "{what}: the old slot is the first that opens");
+            assert!(!crypto::ct_eq(both[0].1.master.expose(), both[1].1.master.expose()), "{what}");
+            let chosen = vault::unlock_master(&store, &header, &unlock).map_err(|e| e.to_string()).unwrap();
+            assert_eq!(chosen.slot.slot_id, new_slot.slot_id, "{what}");
+            let ro = OpenOptions { read_only: true, ..Default::default() };
+            let v = Vault::open_with(Box::new(store.clone()), &unlock, &ro).map_err(|e| e.to_string()).unwrap();
+            assert_eq!(read_file(&v, b"a"), b"alpha", "{what}");
+            drop(v);
+            let cache = tempfile::tempdir().unwrap();
+            let w = writer(&store, &unlock, cache.path());
+            assert_eq!(read_file(&w, b"a"), b"alpha", "{what}: a writable mount too");
+            w.release_lease().unwrap();
+            drop(w);
+            // With the old slot alone: refused, as before.
+            store.inner.delete(&new[0].0).unwrap();
+            let e = Vault::open_with(Box::new(store.clone()), &unlock, &ro).err().unwrap();
+            assert!(matches!(&e, VaultError::Metadata(m) if m.contains("failed authentication")), "{what}: {e}");
+            store.inner.put(&new[0].0, &new[0].1).unwrap();
+            if what == "sodium" {
+                // A rekey beside the old slot unlocks with the new master key and removes it.
+                let s = rekey(&store, &unlock, &RekeyOptions::default()).map_err(|e| e.to_string()).unwrap();
+                assert_eq!(slot_objects(&store).len(), 1);
+                assert_eq!(slot_objects(&store)[0].0, format::slot_name(&s.slot.slot_id));
+            } else {
+                // `key remove` of the old slot unlocks with the new master key.
+                let removed = crate::keyadmin::remove(&*store, &unlock, &format::hex(&old_slot.slot_id)).map_err(|e| e.to_string()).unwrap();
+                assert_eq!(removed, format::hex(&old_slot.slot_id), "{what}");
+                assert_eq!(slot_objects(&store), new, "{what}");
+            }
+            let v = Vault::open_with(Box::new(store.clone()), &unlock, &ro).map_err(|e| e.to_string()).unwrap();
+            assert_eq!(read_file(&v, b"a"), b"alpha", "{what}");
+        }
+    }
+
+    /// Unlocking reads only the key slots while every slot that opens holds the same master key
+    /// (one slot, or several of one key); the newest metadata segment is read only once two
+    /// slots open with different master keys. When none of those opens it, the refusal names
+    /// the segment and the slots tried.
+    #[test]
+    fn only_different_master_keys_make_an_unlock_read_metadata() {
+        let store = Arc::new(MemStore::new());
+        let header = vault::init(&store, &Secret32::from_bytes([9; 32]), 65536, 0, 0).ok().unwrap();
+        let reads = |f: &dyn Fn()| {
+            let before = store.range_reads();
+            f();
+            store.range_reads() - before
+        };
+        let master = vault::unlock_master(&store, &header, &unlock()).ok().unwrap().master;
+        assert_eq!(reads(&|| drop(vault::unlock_master(&store, &header, &unlock()).ok().unwrap())), 1, "the one slot only");
+        let ro = OpenOptions { read_only: true, ..Default::default() };
+        let open_reads = reads(&|| drop(open(&store).map_err(|e| e.to_string()).unwrap()));
+        // Another key's slot and a second slot of the same key and master key.
+        let put = |s: &Slot| store.put(&format::slot_name(&s.slot_id), &s.encode()).unwrap();
+        put(&keys::make_sodium_slot(&header, &master, &Secret32::from_bytes([8; 32]), "other", 1));
+        let twin = keys::make_sodium_slot(&header, &master, &Secret32::from_bytes([9; 32]), "twin", 1);
+        put(&twin);
+        let got = vault::unlock_master(&store, &header, &unlock()).ok().unwrap();
+        assert!(crypto::ct_eq(got.master.expose(), master.expose()));
+        assert_eq!(reads(&|| drop(vault::unlock_master(&store, &header, &unlock()).ok().unwrap())), 3, "the three slots only");
+        assert_eq!(reads(&|| drop(open(&store).map_err(|e| e.to_string()).unwrap())), open_reads + 2, "two more slots, nothing else");
+        // A slot of the same key holding another master key: the newest segment is read.
+        let stray = keys::make_sodium_slot(&header, &Secret32::random(), &Secret32::from_bytes([9; 32]), "stray", 1);
+        put(&stray);
+        assert!(reads(&|| drop(vault::unlock_master(&store, &header, &unlock()).ok().unwrap())) > 4);
+        let got = vault::unlock_master(&store, &header, &unlock()).ok().unwrap();
+        assert!(crypto::ct_eq(got.master.expose(), master.expose()), "the master key that opens the metadata");
+        assert!(Vault::open_with(Box::new(store.clone()), &unlock(), &ro).is_ok());
+        // None of the master keys the key opens opens the metadata: refused, naming them.
+        store.delete(&format::slot_name(&twin.slot_id)).unwrap();
+        let first = vault::read_slots(&store).ok().unwrap().into_iter().find(|(_, b)| {
+            let s = Slot::decode(b).unwrap();
+            s.label == b"sodium"
+        });
+        store.delete(&first.unwrap().0).unwrap();
+        let stray2 = keys::make_sodium_slot(&header, &Secret32::random(), &Secret32::from_bytes([9; 32]), "stray2", 1);
+        put(&stray2);
+        let e = match vault::unlock_master(&store, &header, &unlock()) {
+            Ok(_) => panic!("unlocked"),
+            Err(e) => e,
+        };
+        let m = e.to_string();
+        assert!(matches!(&e, VaultError::Metadata(m) if m.contains("failed authentication")), "{m}");
+        assert!(m.starts_with("vault metadata is damaged or was tampered with: segment 1 failed authentication"), "{m}");
+        assert!(m.contains(&format::hex(&stray.slot_id)) && m.contains(&format::hex(&stray2.slot_id)), "{m}");
+        assert!(Vault::open_with(Box::new(store.clone()), &unlock(), &ro).is_err());
+    }
 }

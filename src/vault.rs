@@ -337,16 +337,92 @@ pub const MAX_SLOT_BYTES: u64 = 64 << 10;
 
 /// Opens the master key with what the user gave; logs the unlock for the audit trail.
 pub fn unlock_master(store: &dyn Store, header: &VaultHeader, unlock: &Unlock) -> Result<Opened> {
+    unlock_master_within(store, header, unlock, &Limits::default())
+}
+
+/// `unlock_master`, reading a metadata segment (when it must, see `choose_master`) within
+/// `limits`.
+fn unlock_master_within(store: &dyn Store, header: &VaultHeader, unlock: &Unlock, limits: &Limits) -> Result<Opened> {
     let slots = read_slots(store)?;
-    let opened = match keys::open_slots(header, &slots, unlock) {
+    let opened = match keys::open_every_slot(header, &slots, unlock) {
         Ok(o) => o,
         Err(e) => {
             audit::refused(&header.vault_id, &e.to_string());
             return Err(e.into());
         }
     };
+    let opened = match choose_master(store, header, unlock, opened, limits) {
+        Ok(o) => o,
+        Err(e) => {
+            audit::refused(&header.vault_id, &e.to_string());
+            return Err(e);
+        }
+    };
     audit::event("unlock", &header.vault_id, &opened.slot.slot_id, keys::method_name(opened.slot.method), "");
     Ok(opened)
+}
+
+/// Of the slots that opened (in the order tried), the one to unlock with. When they all hold
+/// the same master key (the common case: one slot opened) that is the first, and nothing more
+/// is read. When they hold different master keys (key slots from before a rekey put back beside
+/// the new one, whose master key sealed metadata that is gone), the one whose master key opens
+/// the vault's newest metadata segment, which is read once within `limits`; each slot that
+/// opened with a master key that does not is named in a warning. If none opens it, the
+/// refusal names the segment and the slots tried. The chosen key is only a candidate: the
+/// caller's checks (the whole metadata chain, fingerprint expectations, pins, master pin) all
+/// still apply to it.
+fn choose_master(store: &dyn Store, header: &VaultHeader, unlock: &Unlock, mut opened: Vec<(String, Opened)>, limits: &Limits) -> Result<Opened> {
+    let same = |a: &Opened, b: &Opened| crypto::ct_eq(a.master.expose(), b.master.expose());
+    if opened.iter().all(|(_, o)| same(o, &opened[0].1)) {
+        return Ok(opened.swap_remove(0).1);
+    }
+    let seq = store
+        .list(format::META_PREFIX)?
+        .iter()
+        .filter_map(|(n, _)| format::parse_segment_name(n))
+        .max()
+        .ok_or_else(|| meta_err("no metadata segments (meta/ is empty)"))?;
+    let first = read_segment_prefix(store, seq)?;
+    let (cap, what) = if first.kind == format::SEGMENT_CHECKPOINT {
+        (limits.max_checkpoint_object(), "a checkpoint")
+    } else {
+        (limits.max_delta_object(), "a delta segment")
+    };
+    let object = read_segment(store, seq, listed_size(store, seq), cap, what)?;
+    let (prefix, sealed) = SegmentPrefix::decode(&object).map_err(|e| meta_err(format!("segment {seq}: {e}")))?;
+    if prefix.seq != seq || prefix.kind != first.kind {
+        return Err(meta_err(format!("segment {seq} changed while it was read")));
+    }
+    let aad = format::segment_aad(header, &prefix.encode());
+    // One trial per distinct master key.
+    let mut opens: Vec<bool> = Vec::with_capacity(opened.len());
+    for (i, (_, o)) in opened.iter().enumerate() {
+        let verdict = match (0..i).find(|&j| same(&opened[j].1, o)) {
+            Some(j) => opens[j],
+            None => crypto::open(&VaultKeys::derive(&o.master).meta, &aad, sealed).is_ok(),
+        };
+        opens.push(verdict);
+    }
+    let Some(chosen) = opens.iter().position(|&v| v) else {
+        let tried: Vec<String> = opened.iter().map(|(_, o)| format::hex(&o.slot.slot_id)).collect();
+        return Err(meta_err(format!(
+            "segment {seq} failed authentication under the master key of every key slot that opens with {} \
+             (key slots {}; they hold different master keys and none of them opens the vault's newest metadata)",
+            unlock.what(),
+            tried.join(", ")
+        )));
+    };
+    for (_, o) in &opened {
+        if !same(o, &opened[chosen].1) {
+            let id = format::hex(&o.slot.slot_id);
+            log::warn!(
+                "key slot {id} holds a master key that opens none of the vault's metadata: a slot from before a \
+                 rekey put back? `pgcryptfs key remove {id}` removes it (the vault was unlocked with key slot {})",
+                format::hex(&opened[chosen].1.slot.slot_id)
+            );
+        }
+    }
+    Ok(opened.swap_remove(chosen).1)
 }
 
 /// Unlocks the vault's subkeys.
@@ -432,7 +508,7 @@ impl Vault {
             Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let keys = unlock(store.as_ref(), &header, user_key)?;
+        let keys = VaultKeys::derive(&unlock_master_within(store.as_ref(), &header, user_key, &opts.limits)?.master);
         let cache = match (opts.read_only, opts.cache_root) {
             (false, Some(root)) => {
                 Some(Cache::open(root, &header.vault_id, opts.pack_target)?.with_journal_max(opts.limits.max_journal_bytes))

@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use source::{KeySource, KeyTransform, SecretSource, apply_transform, load_user_key, prompt, prompt_new};
-pub use unlock::{Opened, open_slots};
+pub use unlock::{Opened, open_every_slot, open_slots};
 
 use crate::crypto::{self, Secret32, SecretBytes};
 use crate::format::{self, Enc, Slot, VaultHeader};
