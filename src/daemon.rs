@@ -32,6 +32,13 @@ pub fn init(cfg: &InitConfig) -> Result<String, String> {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let (header, first) = vault::init_with(store.as_ref(), &first, cfg.label.as_deref(), cfg.chunk_size, uid, gid)
         .map_err(|e| e.to_string())?;
+    // This host made what is at that location now: pin it, retiring a vault pinned there
+    // before (the operator deleted it; a copy put back is refused).
+    let pinned = crate::pins::Pins::open(&crate::config::default_cache_dir())
+        .and_then(|p| p.initialised(&store.describe(), &first));
+    if let Err(e) = pinned {
+        log::warn!("could not record the new vault in this host's pins: {e}");
+    }
     Ok(format!(
         "created vault {} in {} (chunk size {} bytes)\nfingerprint: {}\n\
          (keep the fingerprint apart from the store: restores check it with --expect-fingerprint)",

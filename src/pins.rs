@@ -173,9 +173,9 @@ impl fmt::Display for PinError {
             ),
             PinError::Retired(fp) => write!(
                 f,
-                "the vault's master key (fingerprint {fp}) was retired by a rekey (this host's, or one it \
-                 accepted): the store holds an old copy of the vault, put back. It is refused for good, and no \
-                 option accepts it"
+                "the vault's master key (fingerprint {fp}) was retired on this host, by a rekey (this host's, \
+                 or one it accepted) or by an `init` here that replaced the vault: the store holds an old copy \
+                 of a vault, put back. It is refused for good, and no option accepts it"
             ),
             PinError::AcceptNeedsFingerprint => write!(
                 f,
@@ -320,6 +320,24 @@ impl Pins {
         self.store(&pin)
     }
 
+    /// After this host's `init` made a new vault at `location` (only an empty store is
+    /// initialised, so this host made what is there): the new vault's first state is pinned,
+    /// and a vault pinned there before (deleted since) is retired, so a copy of it put back is
+    /// refused.
+    pub fn initialised(&self, location: &str, first: &Receipt) -> Result<(), PinError> {
+        let mut pin = match self.load(location) {
+            Ok(Some(p)) => p,
+            // A damaged pin file of this location is replaced: init knows what is there now.
+            Ok(None) | Err(PinError::Io { .. }) => Pin { location: location.replace('\n', " "), seen: *first, retired: Vec::new() },
+            Err(e) => return Err(e),
+        };
+        if pin.seen.fingerprint != first.fingerprint {
+            pin.retire(pin.seen.fingerprint);
+        }
+        pin.seen = *first;
+        self.store(&pin)
+    }
+
     /// After this host's rekey: `old` is retired for good and `new` is pinned.
     pub fn rekeyed(&self, location: &str, old: Fingerprint, new: &Receipt) -> Result<(), PinError> {
         let mut pin = self.load(location)?.unwrap_or(Pin { location: location.replace('\n', " "), seen: *new, retired: Vec::new() });
@@ -339,6 +357,22 @@ mod tests {
 
     fn r(fp: u8, seq: u64, h: u8) -> Receipt {
         Receipt { fingerprint: Fingerprint([fp; 16]), seq, hash: [h; 32] }
+    }
+
+    /// A vault deleted and made again at one location by this host's `init` is pinned afresh;
+    /// the deleted one, put back, is refused as retired.
+    #[test]
+    fn init_pins_the_new_vault_and_retires_the_one_it_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let pins = Pins::open(root.path()).unwrap();
+        pins.check_and_record("/srv/v", &r(1, 5, 1), None).unwrap();
+        assert!(matches!(pins.check_and_record("/srv/v", &r(2, 1, 2), None), Err(PinError::Replaced { .. })));
+        pins.initialised("/srv/v", &r(2, 1, 2)).unwrap();
+        pins.check_and_record("/srv/v", &r(2, 3, 3), None).unwrap();
+        assert!(matches!(pins.check_and_record("/srv/v", &r(1, 6, 1), None), Err(PinError::Retired(_))));
+        // A first init at a new location just pins.
+        pins.initialised("/srv/w", &r(3, 1, 3)).unwrap();
+        pins.check_and_record("/srv/w", &r(3, 1, 3), None).unwrap();
     }
 
     #[test]

@@ -853,11 +853,26 @@ fn receipts_and_pins_refuse_rollback_and_replaced_vaults() {
     assert!(!o.status.success() && stderr(&o).contains("rolled back"), "a restore host given r2: {}", stderr(&o));
     let o = ls_on(&fresh, &["--expect-receipt", &r1]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("first"), "{}", stderr(&o));
-    // Another vault (same key even) at the same location.
+    // Another vault (same key even) put at the same location by someone else (made on
+    // another host: this host's pins never saw it made).
     fs::remove_dir_all(&v.store).unwrap();
-    must(v.cmd("init").arg(&v.url).args(v.key_args()));
+    must(v.cmd("init").arg(&v.url).args(v.key_args()).env("PGCRYPTFS_CACHE_DIR", v.dir.path().join("other-host")));
     let o = run(&mut v.mount_cmd(&[]));
     assert!(!o.status.success() && stderr(&o).contains("not the vault"), "{}", stderr(&o));
+    // This host's own `init` of a new vault there is what its operator commands pin from
+    // then on, and the vault pinned before it, put back, is refused for good.
+    fs::remove_dir_all(&v.store).unwrap();
+    must(v.cmd("init").arg(&v.url).args(v.key_args()));
+    let o = ls(&[]);
+    assert!(o.status.success(), "a vault this host made at the location: {}", stderr(&o));
+    let made_here = v.dir.path().join("made-here");
+    fs::rename(&v.store, &made_here).unwrap();
+    must(v.cmd("init").arg(&v.url).args(v.key_args()));
+    assert!(ls(&[]).status.success());
+    fs::remove_dir_all(&v.store).unwrap();
+    fs::rename(&made_here, &v.store).unwrap();
+    let o = ls(&[]);
+    assert!(!o.status.success() && stderr(&o).contains("retired"), "{}", stderr(&o));
     let o = ls_on(&v.dir.path().join("third-host"), &["--expect-fingerprint", &fp]);
     assert!(!o.status.success() && stderr(&o).contains("fingerprint"), "{}", stderr(&o));
     let o = ls(&["--expect-fingerprint", "0000"]);
