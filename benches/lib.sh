@@ -119,3 +119,31 @@ install_missing() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
     fi
 }
+
+# The end of a benchmark's cleanup: keeps the logs of a failed (or warning) run under
+# /tmp/$1-logs.<time>, then removes WORK unless something is still mounted under it.
+# Usage: finish_work NAME RC WARNINGS
+finish_work() {
+    local name=$1 rc=$2 warnings=$3
+    if ((rc || warnings)) && [[ -d $LOGS ]]; then
+        local keep
+        keep=/tmp/$name-logs.$(date +%Y%m%d-%H%M%S)
+        cp -a "$LOGS" "$keep" && echo "logs kept in $keep" >&2
+    fi
+    if [[ -n $(mounts_under) ]]; then
+        echo "WARNING: still mounted, leaving $WORK in place:" >&2; mounts_under >&2
+    else
+        rm -rf --one-file-system "$WORK"
+    fi
+}
+
+# Makes WORK (refusing one that exists), owned by postgres and readable by all, and installs
+# the caller's `cleanup` on exit.
+make_work() {
+    [[ -e $WORK ]] && die "$WORK exists; remove it (or set WORK=) first"
+    mkdir -p "$WORK"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    chown postgres: "$WORK"
+    chmod 755 "$WORK"
+}

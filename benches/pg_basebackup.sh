@@ -39,25 +39,12 @@ cleanup() {
             *)        fusermount3 -u "$m" || umount "$m" || fusermount3 -u -z "$m" ;;
         esac
     done
-    if ((rc || PGC_WARNINGS)) && [[ -d $LOGS ]]; then
-        local keep=/tmp/pgcryptfs-bench-logs.$(date +%Y%m%d-%H%M%S)
-        cp -a "$LOGS" "$keep" && echo "logs kept in $keep" >&2
-    fi
-    if [[ -n $(mounts_under) ]]; then
-        echo "WARNING: still mounted, leaving $WORK in place:" >&2; mounts_under >&2
-    else
-        rm -rf --one-file-system "$WORK"
-    fi
+    finish_work pgcryptfs-bench "$rc" "$PGC_WARNINGS"
     ((FUSE_CONF_ADDED)) && sed -i '/^user_allow_other$/d' /etc/fuse.conf
     [[ -n $FUSE_DEV_MODE ]] && chmod "$FUSE_DEV_MODE" /dev/fuse
     exit $rc
 }
-[[ -e $WORK ]] && die "$WORK exists; remove it (or set WORK=) first"
-mkdir -p "$WORK"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-chown postgres: "$WORK"
-chmod 755 "$WORK"
+make_work
 mkdir -p "$BIN" "$SOCK" "$PLAIN" "$PGC" "$GOC" "$REST" "$LOGS"
 chown postgres: "$SOCK" "$PLAIN" "$LOGS"
 # Private copy: a concurrent cargo build must not swap the binary mid-run.

@@ -42,23 +42,10 @@ cleanup() {
     for m in $(mounts_under); do
         timeout 300 "$PGCRYPTFS" umount "$m" >&2 || fusermount3 -u "$m" || fusermount3 -u -z "$m"
     done
-    if ((rc || PGC_WARNINGS)) && [[ -d $LOGS ]]; then
-        local keep=/tmp/pgcryptfs-retention-logs.$(date +%Y%m%d-%H%M%S)
-        cp -a "$LOGS" "$keep" && echo "logs kept in $keep" >&2
-    fi
-    if [[ -n $(mounts_under) ]]; then
-        echo "WARNING: still mounted, leaving $WORK in place:" >&2; mounts_under >&2
-    else
-        rm -rf --one-file-system "$WORK"
-    fi
+    finish_work pgcryptfs-retention "$rc" "$PGC_WARNINGS"
     exit $rc
 }
-[[ -e $WORK ]] && die "$WORK exists; remove it (or set WORK=) first"
-mkdir -p "$WORK"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-chown postgres: "$WORK"
-chmod 755 "$WORK"
+make_work
 mkdir -p "$BIN" "$SOCK" "$LOGS" "$MNT" "$CACHE"
 chown postgres: "$SOCK" "$LOGS"
 # Private copies: a concurrent cargo build must not swap a binary mid-run.

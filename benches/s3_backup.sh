@@ -73,23 +73,10 @@ cleanup() {
     done
     stop_pid "$RCLONE_PID"
     stop_pid "$ENDPOINT_PID"
-    if ((rc || WARNINGS)) && [[ -d $LOGS ]]; then
-        local keep=/tmp/pgcryptfs-s3-bench-logs.$(date +%Y%m%d-%H%M%S)
-        cp -a "$LOGS" "$keep" && echo "logs kept in $keep" >&2
-    fi
-    if [[ -n $(mounts_under) ]]; then
-        echo "WARNING: still mounted, leaving $WORK in place:" >&2; mounts_under >&2
-    else
-        rm -rf --one-file-system "$WORK"
-    fi
+    finish_work pgcryptfs-s3-bench "$rc" "$WARNINGS"
     exit $rc
 }
-[[ -e $WORK ]] && die "$WORK exists; remove it (or set WORK=) first"
-mkdir -p "$WORK"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-chown postgres: "$WORK"
-chmod 755 "$WORK"
+make_work
 mkdir -p "$BIN" "$SOCK" "$LOGS" "$REST" "$S3ROOT" "$PGC" "$RCL"
 chown postgres: "$SOCK" "$LOGS"
 # Private copies: a concurrent cargo build must not swap the binaries mid-run.
