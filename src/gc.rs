@@ -335,15 +335,21 @@ pub(crate) mod testing {
         Vault::open_with(Box::new(store.clone()), unlock, &opts).map_err(|e| e.to_string()).unwrap()
     }
 
+    /// Writes a one-chunk file in the root directory (not committed); returns its inode.
+    pub fn write_file(v: &Vault, name: &[u8], data: &[u8]) -> u64 {
+        let ino = v.catalog().create(crate::catalog::ROOT, name, Kind::File, 0o644, 0, 0, b"", format::Time::now()).unwrap();
+        let fid = v.catalog().get(ino).unwrap().file_id;
+        let c = v.seal_chunk(&fid, 0, data).unwrap();
+        let mut cat = v.catalog();
+        cat.set_chunk(ino, 0, c).unwrap();
+        cat.note_write(ino, data.len() as u64, format::Time::now()).unwrap();
+        ino
+    }
+
     /// Writes one-chunk files in the root directory and commits.
     pub fn write_files(v: &Vault, files: &[(&[u8], &[u8])]) {
         for (name, data) in files {
-            let ino = v.catalog().create(crate::catalog::ROOT, name, Kind::File, 0o644, 0, 0, b"", format::Time::now()).unwrap();
-            let fid = v.catalog().get(ino).unwrap().file_id;
-            let c = v.seal_chunk(&fid, 0, data).unwrap();
-            let mut cat = v.catalog();
-            cat.set_chunk(ino, 0, c).unwrap();
-            cat.note_write(ino, data.len() as u64, format::Time::now()).unwrap();
+            write_file(v, name, data);
         }
         v.commit().map_err(|e| e.to_string()).unwrap();
     }

@@ -1512,15 +1512,7 @@ mod tests {
         )
     }
 
-    fn write_file(v: &Vault, name: &[u8], data: &[u8]) -> u64 {
-        let ino = v.catalog().create(crate::catalog::ROOT, name, Kind::File, 0o644, 0, 0, b"", format::Time::now()).unwrap();
-        let fid = v.catalog().get(ino).unwrap().file_id;
-        let c = v.seal_chunk(&fid, 0, data).unwrap();
-        let mut cat = v.catalog();
-        cat.set_chunk(ino, 0, c).unwrap();
-        cat.note_write(ino, data.len() as u64, format::Time::now()).unwrap();
-        ino
-    }
+    use crate::gc::testing::write_file;
 
     /// A new vault in `mem` holding file `a` ("alpha"), committed by a writer with cache
     /// `cache` that then let go of the lease.
