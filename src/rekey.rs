@@ -608,11 +608,7 @@ mod tests {
     #[test]
     fn a_rekey_with_a_fresh_slot_key_resumes() {
         for (what, store, unlock) in fresh_key_vaults() {
-            let cache = tempfile::tempdir().unwrap();
-            let v = writer(&store, &unlock, cache.path());
-            write_files(&v, &[(b"a", b"alpha")]);
-            v.release_lease().unwrap();
-            drop(v);
+            write_a(&store, &unlock);
             let stop = RekeyOptions { stop_after_packs: Some(0), ..Default::default() };
             let e = rekey(&store, &unlock, &stop).err().unwrap().to_string();
             assert!(e.contains("rekey stopped after 0 of 1 packs"), "{what}: {e}");
@@ -631,11 +627,7 @@ mod tests {
     #[test]
     fn old_slots_put_back_after_a_rekey_open_nothing() {
         for (what, store, unlock) in fresh_key_vaults() {
-            let cache = tempfile::tempdir().unwrap();
-            let v = writer(&store, &unlock, cache.path());
-            write_files(&v, &[(b"a", b"alpha")]);
-            v.release_lease().unwrap();
-            drop(v);
+            write_a(&store, &unlock);
             let (old_pack, _) = only_pack(&store);
             let old_slots: Vec<(String, Vec<u8>)> =
                 store.inner.list(format::KEYS_PREFIX).unwrap().into_iter().map(|(n, _)| (n.clone(), store.inner.get(&n).unwrap())).collect();
@@ -722,11 +714,16 @@ mod tests {
                 Unlock::openpgp(&pgp.1, None, "the test key").ok().unwrap()
             }
         };
+        write_a(&store, &unlock);
+        (store, unlock)
+    }
+
+    /// Writes file `a` ("alpha") through a writable open of the vault, commits and lets go.
+    fn write_a(store: &Arc<ReadMeter>, unlock: &Unlock) {
         let cache = tempfile::tempdir().unwrap();
-        let v = writer(&store, &unlock, cache.path());
+        let v = writer(store, unlock, cache.path());
         write_files(&v, &[(b"a", b"alpha")]);
         v.release_lease().unwrap();
-        (store, unlock)
     }
 
     fn slot_objects(store: &ReadMeter) -> Vec<(String, Vec<u8>)> {
