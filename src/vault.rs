@@ -990,7 +990,7 @@ impl Vault {
         let base = chunks[0].1.offset;
         for (index, c) in chunks {
             let at = (c.offset - base) as usize;
-            if let Err(e) = self.open_chunk(file_id, *index, c, &run[at..at + c.len as usize], plain) {
+            if let Err(e) = self.open_sealed_chunk(file_id, *index, c, &run[at..at + c.len as usize], plain) {
                 crypto::wipe(plain);
                 return Err((*index, e));
             }
@@ -1009,10 +1009,6 @@ impl Vault {
         .map_err(|(_, e)| e)
     }
 
-    /// Opens a sealed chunk read by the caller (`salvage` reads them from a cache of its own).
-    pub fn open_sealed_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        self.open_chunk(file_id, index, c, sealed, out)
-    }
 
     /// Authenticates one sealed chunk (length, tag, AEAD, body encoding) keeping no plaintext.
     pub fn authenticate(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8]) -> Result<()> {
@@ -1037,8 +1033,9 @@ impl Vault {
         Ok(cache.append_chunk(sealed)?)
     }
 
-    /// Checks a sealed chunk against what the metadata records, then opens and decodes it.
-    fn open_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    /// Checks a sealed chunk against what the metadata records, then opens and decodes it
+    /// (reads, and `salvage`, which reads chunks from a cache of its own).
+    pub fn open_sealed_chunk(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.codec.open(file_id, index, c, sealed, out).map_err(|e| VaultError::Chunk(e.to_string()))
     }
 
