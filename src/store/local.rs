@@ -125,12 +125,18 @@ impl LocalStore {
         }
     }
 
-    fn write_temp(&self, key: &str, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<PathBuf> {
+    /// Makes the directory `key` lives in (refusing links on the way, before and after) and
+    /// returns it.
+    fn make_dir_of(&self, key: &str) -> Result<PathBuf> {
         self.check_dirs(key)?;
-        let path = self.path(key);
-        let dir = path.parent().expect("keys have a parent").to_path_buf();
+        let dir = self.path(key).parent().expect("keys have a parent").to_path_buf();
         fs::create_dir_all(&dir).map_err(Self::io(key))?;
         self.check_dirs(key)?;
+        Ok(dir)
+    }
+
+    fn write_temp(&self, key: &str, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<PathBuf> {
+        let dir = self.make_dir_of(key)?;
         let tmp = dir.join(format!(".tmp-{}", crate::format::hex(&crate::crypto::random_id())));
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&tmp)?;
@@ -155,10 +161,7 @@ impl LocalStore {
     /// Runs `f` holding an exclusive `flock` on the directory of `key`: conditional creates,
     /// conditional replaces and deletes of one directory are serialised between processes.
     fn locked<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.check_dirs(key)?;
-        let dir = self.path(key).parent().expect("keys have a parent").to_path_buf();
-        fs::create_dir_all(&dir).map_err(Self::io(key))?;
-        self.check_dirs(key)?;
+        let dir = self.make_dir_of(key)?;
         let d = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -216,10 +219,8 @@ impl Store for LocalStore {
 
     fn put_moving(&self, key: &str, path: &Path) -> Result<()> {
         self.forget_open(key);
-        self.check_dirs(key)?;
+        self.make_dir_of(key)?;
         let dest = self.path(key);
-        fs::create_dir_all(dest.parent().expect("keys have a parent")).map_err(Self::io(key))?;
-        self.check_dirs(key)?;
         let mut src = Self::open_source(key, path)?;
         src.sync_all().map_err(Self::io(key))?;
         let src_meta = src.metadata().map_err(Self::io(key))?;
