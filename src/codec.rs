@@ -164,6 +164,19 @@ fn decode_with(body: &[u8], max: usize, out: &mut Vec<u8>, d: &mut zstd::bulk::D
     }
 }
 
+/// Runs `f` with a zstd context from `pool` (made by `make` when none is free) and puts it back:
+/// contexts are reused across chunks, one per sealing or reading thread at most.
+fn pooled<T, R>(pool: &Mutex<Vec<T>>, make: impl FnOnce() -> std::io::Result<T>, f: impl FnOnce(&mut T) -> R) -> std::io::Result<R> {
+    let free = pool.lock().unwrap().pop();
+    let mut ctx = match free {
+        Some(c) => c,
+        None => make()?,
+    };
+    let r = f(&mut ctx);
+    pool.lock().unwrap().push(ctx);
+    Ok(r)
+}
+
 /// Seals and opens the chunks of one vault under its data subkey.
 pub struct ChunkCodec {
     header: VaultHeader,
@@ -194,16 +207,10 @@ impl ChunkCodec {
 
     fn compress(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let Compression::Zstd(level) = self.compression else { return None };
-        let pooled = self.compressors.lock().unwrap().pop();
-        let mut c = match pooled {
-            Some(c) => c,
-            None => zstd::bulk::Compressor::new(level).ok()?,
-        };
         let mut z = Vec::with_capacity(plain.len());
         // A frame no shorter than the plaintext is useless: stop there (the buffer is full).
-        let made = c.compress_to_buffer(plain, &mut z).is_ok();
-        self.compressors.lock().unwrap().push(c);
-        made.then_some(z)
+        let made = pooled(&self.compressors, || zstd::bulk::Compressor::new(level), |c| c.compress_to_buffer(plain, &mut z)).ok()?;
+        made.is_ok().then_some(z)
     }
 
     /// Seals chunk `index` of file `file_id` into `out` (cleared); returns its tag.
@@ -238,15 +245,9 @@ impl ChunkCodec {
         }
         let mut body = Vec::with_capacity(sealed.len());
         let r = self.open_body(file_id, index, c, sealed, &mut body).and_then(|()| {
-            let pooled = self.decompressors.lock().unwrap().pop();
-            let mut d = match pooled {
-                Some(d) => d,
-                None => zstd::bulk::Decompressor::new()
-                    .map_err(|_| ChunkError::Malformed { at: at(c), why: "no zstd context" })?,
-            };
-            let r = decode_with(&body, self.max_plain(), out, &mut d).map_err(|why| ChunkError::Malformed { at: at(c), why });
-            self.decompressors.lock().unwrap().push(d);
-            r
+            pooled(&self.decompressors, zstd::bulk::Decompressor::new, |d| decode_with(&body, self.max_plain(), out, d))
+                .map_err(|_| ChunkError::Malformed { at: at(c), why: "no zstd context" })?
+                .map_err(|why| ChunkError::Malformed { at: at(c), why })
         });
         crypto::wipe(&mut body);
         r
