@@ -77,9 +77,10 @@ start_cluster() {
     DBSIZE=$(pg "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -qAt -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
 }
 
-# The tail of a report's header: settings, memory and the disk under $WORK.
+# The tail of a report's header: settings (the arguments, else SCALE and ROUNDS), memory and
+# the disk under $WORK.
 report_settings() {
-    echo "- SCALE=$SCALE ROUNDS=$ROUNDS WORK=$WORK"
+    echo "- ${*:-SCALE=$SCALE ROUNDS=$ROUNDS} WORK=$WORK"
     echo
     echo '```'
     free -g

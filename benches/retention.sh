@@ -65,13 +65,7 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- $("$PGCRYPTFS" --version) ($(readlink -f "$PGCRYPTFS_SRC"), built $(date -u -r "$PGCRYPTFS_SRC" '+%Y-%m-%d %H:%M UTC'))"
 echo "- postgres: $("$PGBIN/postgres" --version)"
 echo "- kernel: $(uname -r); nproc: $(nproc); loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- SCALE=$SCALE BACKUPS=$BACKUPS LOAD_SECS=$LOAD_SECS (pgbench -c 2 before each backup) WORK=$WORK"
-echo
-echo '```'
-free -g
-echo
-df -h "$WORK"
-echo '```'
+report_settings "SCALE=$SCALE BACKUPS=$BACKUPS LOAD_SECS=$LOAD_SECS (pgbench -c 2 before each backup)"
 } | tee "$OUT"
 
 # ---------------------------------------------------------------- postgres, vault
