@@ -453,6 +453,9 @@ impl Catalog {
                 self.bytes -= inode_rec_len(&i.target) + i.chunks.len() as u64 * CHUNK_REC;
                 self.unsealed_total = self.unsealed_total.saturating_sub(i.unsealed as u64);
             }
+            Record::Content { ino, .. } => {
+                return Err(corrupt(format!("a content chunk record (format 2) for inode {ino} in a format 1 vault")));
+            }
             Record::Chunk { ino, index, chunk } => {
                 let i = self.inodes.get_mut(ino).ok_or_else(|| corrupt(format!("chunk of missing inode {ino}")))?;
                 if i.attr.kind != Kind::File || *index >= format::max_chunks(self.chunk_size) {

@@ -583,7 +583,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(v: u8) -> Result<Self> {
+    pub fn from_u8(v: u8) -> Result<Self> {
         Ok(match v {
             1 => Kind::File,
             2 => Kind::Dir,
@@ -668,6 +668,8 @@ pub enum Record {
     Drop { ino: u64 },
     /// Chunk `index` of `ino` now lives at `chunk`.
     Chunk { ino: u64, index: u64, chunk: ChunkRef },
+    /// Format 2: chunk `index` of `ino` is the chunk with content id `id`, sealed at `chunk`.
+    Content { ino: u64, index: u64, id: [u8; 32], chunk: ChunkRef },
 }
 
 const REC_INODE: u8 = 1;
@@ -675,12 +677,13 @@ const REC_LINK: u8 = 2;
 const REC_UNLINK: u8 = 3;
 const REC_DROP: u8 = 4;
 const REC_CHUNK: u8 = 5;
+const REC_CONTENT: u8 = 6;
 
-fn enc_time(e: &mut Enc, t: Time) {
+pub fn enc_time(e: &mut Enc, t: Time) {
     e.i64(t.secs).u32(t.nanos);
 }
 
-fn dec_time(d: &mut Dec, what: &'static str) -> Result<Time> {
+pub fn dec_time(d: &mut Dec, what: &'static str) -> Result<Time> {
     let secs = d.i64(what)?;
     let nanos = d.u32(what)?;
     if nanos >= 1_000_000_000 {
@@ -711,6 +714,10 @@ impl Record {
             }
             Record::Chunk { ino, index, chunk } => {
                 e.u8(REC_CHUNK).u64(*ino).u64(*index).raw(&chunk.pack).u64(chunk.offset);
+                e.u32(chunk.len).raw(&chunk.tag);
+            }
+            Record::Content { ino, index, id, chunk } => {
+                e.u8(REC_CONTENT).u64(*ino).u64(*index).raw(id).raw(&chunk.pack).u64(chunk.offset);
                 e.u32(chunk.len).raw(&chunk.tag);
             }
         }
@@ -763,6 +770,20 @@ impl Record {
                 }
                 Record::Chunk { ino, index, chunk: ChunkRef { pack, offset, len, tag } }
             }
+            REC_CONTENT => {
+                let w = "content chunk record";
+                let ino = d.u64(w)?;
+                let index = d.u64(w)?;
+                let id = d.array(w)?;
+                let pack = d.array(w)?;
+                let offset = d.u64(w)?;
+                let len = d.u32(w)?;
+                let tag = d.array(w)?;
+                if (len as usize) < SEAL_OVERHEAD || offset.checked_add(len as u64).is_none() {
+                    return Err(FormatError::Invalid("content chunk record with an impossible location".into()));
+                }
+                Record::Content { ino, index, id, chunk: ChunkRef { pack, offset, len, tag } }
+            }
             other => return Err(FormatError::Invalid(format!("unknown record type {other}"))),
         })
     }
@@ -795,6 +816,8 @@ pub const UNLINK_RECORD_LEN: usize = 11;
 pub const DROP_RECORD_LEN: usize = 9;
 /// Encoded size of a `Chunk` record.
 pub const CHUNK_RECORD_LEN: usize = 61;
+/// Encoded size of a `Content` record.
+pub const CONTENT_RECORD_LEN: usize = 93;
 
 impl Record {
     /// The bytes `encode_into` writes for this record.
@@ -805,6 +828,7 @@ impl Record {
             Record::Unlink { name, .. } => UNLINK_RECORD_LEN + name.len(),
             Record::Drop { .. } => DROP_RECORD_LEN,
             Record::Chunk { .. } => CHUNK_RECORD_LEN,
+            Record::Content { .. } => CONTENT_RECORD_LEN,
         }
     }
 }
@@ -1017,6 +1041,14 @@ mod tests {
                 |(ino, index, pack, offset, len, tag)| Record::Chunk {
                     ino,
                     index,
+                    chunk: ChunkRef { pack, offset, len, tag }
+                }
+            ),
+            (any::<u64>(), any::<u64>(), any::<[u8; 32]>(), any::<[u8; 16]>(), 0u64..1 << 40, 40u32.., any::<[u8; 16]>()).prop_map(
+                |(ino, index, id, pack, offset, len, tag)| Record::Content {
+                    ino,
+                    index,
+                    id,
                     chunk: ChunkRef { pack, offset, len, tag }
                 }
             ),
