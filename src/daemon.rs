@@ -362,11 +362,12 @@ fn serve(cfg: MountConfig, unlock: Unlock, notifier: std::io::Result<Option<Noti
         std::thread::Builder::new().name("committer".into()).spawn(move || commit_loop(s, every)).expect("spawn")
     };
     log::info!(
-        "mounted {} on {} ({}, {} FUSE threads)",
+        "mounted {} on {} ({}, {} FUSE threads, {} sealer threads)",
         cfg.store,
         cfg.mountpoint.display(),
         if cfg.read_only { "read-only" } else { "read-write" },
-        cfg.threads
+        cfg.threads,
+        shared.fs.sealer_threads()
     );
     if let Some(mut f) = ready.take() {
         let _ = writeln!(f, "OK");
@@ -466,7 +467,10 @@ fn start(cfg: &MountConfig, key: Unlock) -> Result<(Arc<Fs>, fuser::Session<Fuse
     };
     let vault = Vault::open_with(store, &key, &opts).map_err(|e| e.to_string())?;
     drop(key);
-    let fs = Arc::new(Fs::new(vault).with_sync_store(cfg.sync_store));
+    // Sealing (compression, padding, AEAD, the append to the staging pack) runs on one
+    // sealer thread per core, off the FUSE threads.
+    let sealers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let fs = Arc::new(Fs::new(vault).with_sync_store(cfg.sync_store).with_sealers(sealers));
     let listener = bind_control(&cfg.mountpoint)?;
     let mut fcfg = Config::default();
     fcfg.mount_options = vec![

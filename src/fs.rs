@@ -1,8 +1,12 @@
 //! POSIX behaviour over the vault: inodes and handles, bounded per-file plaintext buffers of
-//! dirty chunks, read-modify-write, truncate, fsync, and the one errno table.
+//! dirty chunks handed to the sealer pool, read-modify-write, truncate, fsync, and the one
+//! errno table.
 //!
 //! Lock order: `files` map → one file's `FileData` → catalog (inside `vault`) → cache.
-//! A `FileData` lock is never taken while the catalog lock is held.
+//! A `FileData` lock is never taken while the catalog lock is held. A thread holding a
+//! `FileData` lock may wait for the sealers (a full queue, a file's tickets); a sealing job
+//! takes the catalog and cache locks, an `InFlight` state and a file's `Tickets`, never a
+//! `FileData` lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +16,7 @@ use crate::cache::CacheError;
 use crate::catalog::{self, CatalogError, SetAttr};
 use crate::crypto;
 use crate::format::{self, ChunkRef, Id, Kind, Time};
+use crate::sealing::{Pool, Tickets};
 use crate::vault::{Vault, VaultError};
 
 /// A POSIX error number. `errno_of` is the only place errors become one.
@@ -107,8 +112,62 @@ pub struct StatFs {
 struct FileData {
     file_id: Id,
     dirty: BTreeMap<u64, Dirty>,
+    /// Chunks handed to the sealers whose outcome this file has not taken in yet (`reap`):
+    /// readable while being sealed, at most one per index.
+    sealing: BTreeMap<u64, Arc<InFlight>>,
+    /// The file's sealing jobs, by ticket: flush, fsync, close, setattr and commit wait for
+    /// those handed over before them.
+    tickets: Arc<Tickets>,
+    /// The first seal that failed since the last report: the next write that hands over
+    /// chunks, flush, fsync, close, setattr or commit reports it (its data is back in `dirty`).
+    error: Option<Errno>,
     /// Counts writes, to find the least recently written buffer.
     writes: u64,
+}
+
+impl FileData {
+    fn new(file_id: Id) -> Self {
+        FileData { file_id, dirty: BTreeMap::new(), sealing: BTreeMap::new(), tickets: Arc::default(), error: None, writes: 0 }
+    }
+}
+
+/// Plaintext handed to the sealers (a whole chunk buffer); wiped when its last holder (the
+/// job, the file's `InFlight`, a reader) lets go of it.
+struct Plain(Vec<u8>);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        crypto::wipe(&mut self.0);
+    }
+}
+
+/// One chunk handed to the sealers.
+struct InFlight {
+    ticket: u64,
+    /// What was known of the chunk when it was handed over (a new buffer of the chunk, or the
+    /// buffer put back after a failure, starts from it).
+    known: Coverage,
+    state: Mutex<SealState>,
+}
+
+enum SealState {
+    /// Being sealed: reads and new writes of the chunk use these bytes.
+    Sealing(Arc<Plain>),
+    /// Sealed and its chunk record logged: the catalog has it.
+    Sealed,
+    /// Sealing or appending failed: the bytes go back to the file's dirty buffers (unless a
+    /// newer buffer of the chunk is there) and the error to the next report.
+    Failed(Arc<Plain>, Errno),
+}
+
+impl InFlight {
+    /// The chunk's bytes while they are not in the catalog yet.
+    fn bytes(&self) -> Option<Arc<Plain>> {
+        match &*self.state.lock().unwrap() {
+            SealState::Sealing(p) | SealState::Failed(p, _) => Some(p.clone()),
+            SealState::Sealed => None,
+        }
+    }
 }
 
 impl Drop for FileData {
@@ -132,7 +191,7 @@ struct Dirty {
 /// loaded from the chunk's sealed version. Zeros of a hole or past the old end of file are not
 /// known (writeback may not have delivered those pages yet). A chunk is complete when its
 /// known bytes reach its length at the file size; only then is it sealed before it must be.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Coverage {
     /// Disjoint, sorted, non-adjacent half-open ranges.
     spans: Vec<(u32, u32)>,
@@ -192,10 +251,15 @@ const MAX_DIRTY_CHUNKS: usize = 32;
 /// bytes here and keeps its inode in the catalog).
 pub const MAX_HANDLES: usize = 1 << 20;
 
-/// Most plaintext in dirty chunk buffers over all files (256 MiB). Past it, a write seals its
-/// file's buffers (all but the chunk it ended in, or that one too if it is the only one), so
-/// writes into many open files cannot make the daemon hold a buffer for each.
+/// Most plaintext in dirty chunk buffers over all files (256 MiB), counting the buffers being
+/// sealed. Past it, a write seals its file's buffers (all but the chunk it ended in, or that
+/// one too if it is the only one) and waits for them, so writes into many open files cannot
+/// make the daemon hold a buffer for each.
 pub const MAX_DIRTY_BYTES: u64 = 256 << 20;
+
+/// Plaintext the sealer pool's queue holds at most (besides the chunk each sealer works on),
+/// and never fewer than two chunks per sealer.
+const SEAL_QUEUE_BYTES: usize = 4 << 20;
 
 pub struct Fs {
     vault: Arc<Vault>,
@@ -209,6 +273,11 @@ pub struct Fs {
     next_fh: AtomicU64,
     /// Where the last read of each recently read file ended (readahead's sequential test).
     read_ends: Mutex<lru::LruCache<u64, u64>>,
+    /// Seals handed-over chunks (no threads: on the thread that hands them over).
+    sealers: Pool,
+    /// Tests: the next this many seals fail as an append to the cache would.
+    #[cfg(test)]
+    fail_seals: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Files whose last read position is remembered for readahead.
@@ -225,7 +294,34 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             read_ends: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(READ_ENDS).unwrap())),
+            sealers: Pool::new(0, 1),
+            #[cfg(test)]
+            fail_seals: Arc::default(),
         }
+    }
+
+    /// Seals on `threads` sealer threads (0: on the thread that writes, flushes or commits),
+    /// behind a queue of `SEAL_QUEUE_BYTES`. A read-only vault seals nothing and starts none.
+    pub fn with_sealers(mut self, threads: usize) -> Self {
+        let threads = if self.vault.read_only() { 0 } else { threads };
+        self.sealers = Pool::new(threads, Self::seal_queue(threads, self.vault.chunk_size()));
+        self
+    }
+
+    fn seal_queue(threads: usize, chunk_size: u32) -> usize {
+        (SEAL_QUEUE_BYTES / chunk_size as usize).max(2 * threads)
+    }
+
+    /// The sealer threads (0: sealing runs on the calling thread).
+    pub fn sealer_threads(&self) -> usize {
+        self.sealers.threads()
+    }
+
+    /// Tests: seal through this pool (one held before its first job, a small queue).
+    #[cfg(test)]
+    fn with_pool(mut self, pool: Pool) -> Self {
+        self.sealers = pool;
+        self
     }
 
     pub fn with_sync_store(mut self, on: bool) -> Self {
@@ -400,10 +496,12 @@ impl Fs {
         Ok(())
     }
 
-    /// True if nobody but the `files` map holds this FileData and it has no dirty data (clones
-    /// are only made under the `files` lock, which the caller holds).
+    /// True if nobody but the `files` map holds this FileData and it has no dirty data, no
+    /// chunk being sealed and no failure to report (clones are only made under the `files`
+    /// lock, which the caller holds).
     fn unused(f: &Arc<Mutex<FileData>>) -> bool {
-        Arc::strong_count(f) == 1 && f.try_lock().is_ok_and(|g| g.dirty.is_empty())
+        Arc::strong_count(f) == 1
+            && f.try_lock().is_ok_and(|g| g.dirty.is_empty() && g.sealing.is_empty() && g.error.is_none())
     }
 
     /// Drops the dirty buffers of an inode that no longer exists.
@@ -514,7 +612,7 @@ impl Fs {
                 _ => return Err(Errno(libc::EINVAL)),
             }
         };
-        let f = Arc::new(Mutex::new(FileData { file_id, dirty: BTreeMap::new(), writes: 0 }));
+        let f = Arc::new(Mutex::new(FileData::new(file_id)));
         files.insert(ino, f.clone());
         Ok(Some(f))
     }
@@ -558,14 +656,19 @@ impl Fs {
         let end = fsize.min(offset + size as u64);
         let mut out = vec![0u8; (end - offset) as usize];
         let pieces: Vec<format::Piece> = format::pieces(offset, out.len(), self.vault.chunk_size()).collect();
-        // Dirty buffers first; the rest from sealed chunks (holes stay zero).
+        // Dirty buffers first, then chunks being sealed; the rest from sealed chunks (holes
+        // stay zero). A chunk whose seal finished has its record in the catalog before its
+        // state says so, and the catalog lock is held here.
         let mut stored = Vec::new();
         {
             let cat = self.vault.catalog();
             let i = cat.get(ino)?;
             for p in &pieces {
+                let dst = &mut out[p.buf_off..p.buf_off + p.len];
                 if let Some(d) = guard.as_ref().and_then(|g| g.dirty.get(&p.index)) {
-                    out[p.buf_off..p.buf_off + p.len].copy_from_slice(&d.buf[p.within..p.within + p.len]);
+                    dst.copy_from_slice(&d.buf[p.within..p.within + p.len]);
+                } else if let Some(b) = guard.as_ref().and_then(|g| g.sealing.get(&p.index)).and_then(|s| s.bytes()) {
+                    dst.copy_from_slice(&b.0[p.within..p.within + p.len]);
                 } else if let Some(c) = i.chunk(p.index) {
                     stored.push((p.index, c));
                 }
@@ -629,21 +732,28 @@ impl Fs {
         }
         let fd = self.file_data(ino, true)?.expect("created");
         let mut f = fd.lock().unwrap();
+        self.reap(ino, &mut f);
         let size = self.vault.catalog().get(ino)?.attr.size;
         let file_id = f.file_id;
         f.writes += 1;
         let now = f.writes;
         let mut new_dirty = 0i64;
         let filled = (|| -> Result<()> {
+            let f = &mut *f;
             for p in format::pieces(offset, data.len(), cs) {
                 let d = match f.dirty.entry(p.index) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
-                        // A chunk only partly overwritten starts from its stored content.
+                        // A chunk only partly overwritten starts from its stored content: the
+                        // version being sealed if there is one, else the catalog's.
                         let existing = format::chunk_len(p.index, size, cs);
                         let mut buf = Vec::with_capacity(cs as usize);
                         let mut known = Coverage::default();
-                        if existing > 0 && !(p.within == 0 && p.len >= existing) {
+                        let sealing = f.sealing.get(&p.index).and_then(|s| s.bytes().map(|b| (b, s.known.clone())));
+                        if let Some((b, k)) = sealing.filter(|_| !(p.within == 0 && p.len >= existing)) {
+                            buf.extend_from_slice(&b.0);
+                            known = k;
+                        } else if existing > 0 && !(p.within == 0 && p.len >= existing) {
                             let stored = self.load_chunk(ino, &file_id, p.index, &mut buf)?;
                             known.add(0, stored, cs as usize);
                         } else {
@@ -660,7 +770,8 @@ impl Fs {
             Ok(())
         })();
         let over = {
-            // Count every buffer taken, also when the write failed part-way.
+            // Count every buffer taken, also when the write failed part-way. Buffers being
+            // sealed still count (until their records are logged).
             let mut cat = self.vault.catalog();
             cat.add_unsealed(ino, new_dirty);
             filled?;
@@ -690,49 +801,145 @@ impl Fs {
             to_seal
         };
         self.seal_chunks(ino, &mut f, &to_seal)?;
+        if over {
+            // Past the bound over all files, memory is given back before the write returns.
+            self.settle(ino, &mut f)?;
+        }
         drop(f);
         self.relieve();
         Ok(data.len())
     }
 
-    /// Seals the given dirty chunks of `f` (lengths from the current file size).
+    /// Hands the given dirty chunks of `f` to the sealers (lengths from the current file size);
+    /// each stays readable in `f.sealing` until its record is logged. Reports (and clears) the
+    /// failure of an earlier seal of this file, whose data is back in `dirty` and is sealed
+    /// again by a later call: nothing acknowledged is lost.
     fn seal_chunks(&self, ino: u64, f: &mut FileData, indices: &[u64]) -> Result<()> {
-        if indices.is_empty() {
-            return Ok(());
-        }
-        let cs = self.vault.chunk_size();
-        let size = self.vault.catalog().get(ino)?.attr.size;
-        for &index in indices {
-            let Some(mut d) = f.dirty.remove(&index) else { continue };
-            let len = format::chunk_len(index, size, cs);
-            let sealed = if len == 0 {
-                None
-            } else {
-                match self.vault.seal_chunk(&f.file_id, index, &d.buf[..len]) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        // Keep the data: a later flush retries, nothing acknowledged is lost.
-                        f.dirty.insert(index, d);
-                        return Err(self.verr(e, || format!("writing {} chunk {index}", self.path(ino))));
-                    }
+        if !indices.is_empty() {
+            let cs = self.vault.chunk_size();
+            let size = self.vault.catalog().get(ino)?.attr.size;
+            for &index in indices {
+                if !f.dirty.contains_key(&index) {
+                    continue;
                 }
-            };
-            crypto::wipe(&mut d.buf);
-            let mut cat = self.vault.catalog();
-            if let Some(c) = sealed {
-                cat.set_chunk(ino, index, c)?;
+                // An earlier version of this chunk still being sealed goes first: the records
+                // of one chunk are logged in the order its versions were written.
+                if let Some(ticket) = f.sealing.get(&index).map(|s| s.ticket) {
+                    f.tickets.wait_for(ticket);
+                    self.reap(ino, f);
+                }
+                let Some(mut d) = f.dirty.remove(&index) else { continue };
+                let len = format::chunk_len(index, size, cs);
+                if len == 0 {
+                    crypto::wipe(&mut d.buf);
+                    self.vault.catalog().add_unsealed(ino, -1);
+                    continue;
+                }
+                let plain = Arc::new(Plain(std::mem::take(&mut d.buf)));
+                let ticket = f.tickets.take();
+                let slot = Arc::new(InFlight { ticket, known: d.known, state: Mutex::new(SealState::Sealing(plain.clone())) });
+                f.sealing.insert(index, slot.clone());
+                self.sealers.run(self.seal_job(ino, f, index, len, plain, slot));
             }
-            cat.add_unsealed(ino, -1);
         }
-        Ok(())
+        // Without sealer threads the jobs ran above: their failures are reported now.
+        self.reap(ino, f);
+        f.error.take().map_or(Ok(()), Err)
     }
 
-    /// Seals every dirty chunk of `ino`.
+    /// The sealing job of chunk `index` (its first `len` bytes): compress, pad, seal, append
+    /// to the staging pack (`Vault::seal_chunk`, which waits for room under the dirty bound),
+    /// then under the catalog lock log its record and count it sealed; then mark it sealed (or
+    /// failed) and hand its ticket back. Takes no `FileData` lock.
+    fn seal_job(&self, ino: u64, f: &FileData, index: u64, len: usize, plain: Arc<Plain>, slot: Arc<InFlight>) -> crate::sealing::Job {
+        let vault = self.vault.clone();
+        let tickets = f.tickets.clone();
+        let file_id = f.file_id;
+        #[cfg(test)]
+        let fail = self.fail_seals.clone();
+        Box::new(move || {
+            let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                    let source = std::io::Error::from_raw_os_error(libc::EIO);
+                    return Err(VaultError::Cache(CacheError::Io { what: "writing a staging pack (injected)".into(), source }));
+                }
+                vault.seal_chunk(&file_id, index, &plain.0[..len])
+            }));
+            let state = match sealed {
+                Ok(Ok(c)) => {
+                    let mut cat = vault.catalog();
+                    // The inode may be gone, and its data with it (inode numbers are not
+                    // reused; the file id is checked all the same).
+                    if cat.get(ino).is_ok_and(|i| i.file_id == file_id) {
+                        let _ = cat.set_chunk(ino, index, c);
+                    }
+                    cat.add_unsealed(ino, -1);
+                    SealState::Sealed
+                }
+                Ok(Err(e)) => {
+                    let path = vault.catalog().path_of(ino);
+                    log::error!("writing {path} (inode {ino}) chunk {index}: {e}");
+                    SealState::Failed(plain.clone(), errno_of(&FsError::Vault(e)))
+                }
+                Err(_) => {
+                    log::error!("sealing chunk {index} of inode {ino} panicked");
+                    SealState::Failed(plain.clone(), Errno(libc::EIO))
+                }
+            };
+            *slot.state.lock().unwrap() = state;
+            drop(plain);
+            tickets.done(slot.ticket);
+        })
+    }
+
+    /// Takes in the outcome of this file's finished seals: sealed chunks leave `sealing`; a
+    /// failed one's bytes go back to `dirty` (unless a newer buffer of the chunk is there, made
+    /// from them) and its error is kept for the next report.
+    fn reap(&self, ino: u64, f: &mut FileData) {
+        let FileData { sealing, dirty, error, writes, .. } = f;
+        let mut superseded = 0i64;
+        sealing.retain(|&index, s| {
+            let mut st = s.state.lock().unwrap();
+            if matches!(*st, SealState::Sealing(_)) {
+                return true;
+            }
+            if let SealState::Failed(p, e) = std::mem::replace(&mut *st, SealState::Sealed) {
+                error.get_or_insert(e);
+                if dirty.contains_key(&index) {
+                    superseded += 1;
+                } else {
+                    let buf = match Arc::try_unwrap(p) {
+                        Ok(mut p) => std::mem::take(&mut p.0),
+                        Err(p) => p.0.clone(),
+                    };
+                    dirty.insert(index, Dirty { buf, known: s.known.clone(), touched: *writes });
+                }
+            }
+            false
+        });
+        if superseded > 0 {
+            self.vault.catalog().add_unsealed(ino, -superseded);
+        }
+    }
+
+    /// Waits for every seal this file handed over (holding its lock: no sealing job takes
+    /// one), takes in their outcome, and reports a failure.
+    fn settle(&self, ino: u64, f: &mut FileData) -> Result<()> {
+        f.tickets.wait_upto(f.tickets.last());
+        self.reap(ino, f);
+        f.error.take().map_or(Ok(()), Err)
+    }
+
+    /// Seals every dirty chunk of `ino` and waits for its seals; reports a failure.
     fn seal_file(&self, ino: u64) -> Result<()> {
         let Some(fd) = self.file_data(ino, false)? else { return Ok(()) };
         let mut f = fd.lock().unwrap();
+        self.reap(ino, &mut f);
         let all: Vec<u64> = f.dirty.keys().copied().collect();
-        self.seal_chunks(ino, &mut f, &all)
+        let handed = self.seal_chunks(ino, &mut f, &all);
+        let settled = self.settle(ino, &mut f);
+        handed.and(settled)
     }
 
     fn truncate_buffers(&self, ino: u64, f: &mut FileData, new: u64) -> Result<()> {
@@ -793,13 +1000,17 @@ impl Fs {
         if is_file {
             // Hold the file's lock from sealing to logging, so no write slips in between and
             // the logged size is always backed by sealed chunks.
+            // Seals in flight finish first: a truncation must not start from a chunk's older
+            // version, nor may a record of a cut chunk be logged after it.
             let fd = self.file_data(ino, true)?.expect("created");
             let mut f = fd.lock().unwrap();
+            self.settle(ino, &mut f)?;
             if let Some(new) = s.size {
                 self.truncate_buffers(ino, &mut f, new)?;
             }
             let all: Vec<u64> = f.dirty.keys().copied().collect();
             self.seal_chunks(ino, &mut f, &all)?;
+            self.settle(ino, &mut f)?;
             self.vault.catalog().setattr(ino, &s, Time::now())?;
         } else if s.size.is_some() {
             return Err(Errno(libc::EISDIR));
@@ -869,7 +1080,8 @@ impl Fs {
 
     // -- durability in the store --------------------------------------------------------------------
 
-    /// Seals every file's dirty chunks, and forgets buffers of files nobody has open.
+    /// Seals every file's dirty chunks and waits for every seal handed over before (not for
+    /// those of writes that come meanwhile), and forgets buffers of files nobody has open.
     pub fn seal_all(&self) -> Result<()> {
         let files: Vec<(u64, Arc<Mutex<FileData>>)> = {
             let mut map = self.files.lock().unwrap();
@@ -877,10 +1089,28 @@ impl Fs {
             map.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
         let mut first_err = Ok(());
+        let mut handed = Vec::new();
         for (ino, fd) in files {
             let mut f = fd.lock().unwrap();
+            self.reap(ino, &mut f);
             let all: Vec<u64> = f.dirty.keys().copied().collect();
             if let Err(e) = self.seal_chunks(ino, &mut f, &all)
+                && first_err.is_ok()
+            {
+                first_err = Err(e);
+            }
+            if !f.sealing.is_empty() {
+                let (tickets, last) = (f.tickets.clone(), f.tickets.last());
+                drop(f);
+                handed.push((ino, fd, tickets, last));
+            }
+        }
+        // All files' chunks seal together; then each file's outcome is taken in.
+        for (ino, fd, tickets, last) in handed {
+            tickets.wait_upto(last);
+            let mut f = fd.lock().unwrap();
+            self.reap(ino, &mut f);
+            if let Some(e) = f.error.take()
                 && first_err.is_ok()
             {
                 first_err = Err(e);
@@ -925,11 +1155,17 @@ mod tests {
     }
 
     /// Writes, overwrites, truncates and reads against a model; then the same after a commit
-    /// and a reopen from an empty cache.
+    /// and a reopen from an empty cache. Sealing on the writing thread and on sealer threads.
     #[test]
     fn read_write_truncate_against_a_model() {
+        for sealers in [0, 2] {
+            model_test(sealers);
+        }
+    }
+
+    fn model_test(sealers: usize) {
         let d = tempfile::tempdir().unwrap();
-        let fs = open(&d.path().join("s"), &d.path().join("c1"), false, 4096);
+        let fs = open(&d.path().join("s"), &d.path().join("c1"), false, 4096).with_sealers(sealers);
         let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
         let mut model = vec![];
         let mut apply = |fs: &Fs, off: usize, data: &[u8]| {
@@ -1127,9 +1363,10 @@ mod tests {
         fs.forget(b.ino, 1);
         assert_eq!(fs.statfs().ffree, 1);
 
-        // Buffers over all files: at most 4 chunks of 4 KiB here, however many files are written.
+        // Buffers over all files: at most 4 chunks of 4 KiB here, however many files are written
+        // (buffers being sealed count: past the bound a write waits for its seals).
         let d = tempfile::tempdir().unwrap();
-        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096).with_bounds(64, 4 * 4096);
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096).with_bounds(64, 4 * 4096).with_sealers(2);
         let mut files = Vec::new();
         for n in 0..20u8 {
             let (st, fh) = fs.create(ROOT, &[b'f', b'a' + n], 0o644, 0, 0).unwrap();
@@ -1184,11 +1421,18 @@ mod tests {
     }
 
     /// Writeback delivers a file's pages out of order (pages of chunk i+1 before the tail of
-    /// chunk i): every chunk is still sealed once, when complete, and reads back right.
+    /// chunk i): every chunk is still sealed once, when complete, and reads back right (also
+    /// with chunks sealing on sealer threads meanwhile).
     #[test]
     fn out_of_order_writeback_seals_each_chunk_once() {
+        for sealers in [0, 2] {
+            out_of_order_test(sealers);
+        }
+    }
+
+    fn out_of_order_test(sealers: usize) {
         let d = tempfile::tempdir().unwrap();
-        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 65536);
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 65536).with_sealers(sealers);
         let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
         let data = noise(1 << 20, 7);
         // Each page is delayed by up to 24 pages (96 KiB): a sliding window across chunks.
@@ -1206,7 +1450,9 @@ mod tests {
         for &(_, p) in &order {
             let off = p * 4096;
             assert_eq!(fs.write(st.ino, off as u64, &data[off..off + 4096]).unwrap(), 4096);
-            max_dirty = max_dirty.max(fs.vault().catalog().get(st.ino).unwrap().unsealed);
+            // Buffers waiting to be sealed (not those handed to the sealers).
+            let waiting = fs.files.lock().unwrap()[&st.ino].lock().unwrap().dirty.len();
+            max_dirty = max_dirty.max(waiting);
         }
         let before_fsync = sealed_and_live(&fs, st.ino);
         fs.fsync(st.ino).unwrap();
@@ -1345,5 +1591,121 @@ mod tests {
         assert!(!c.untracked && !c.covers(cs));
         c.add(cs - 10, cs - 5, cs);
         assert!(c.untracked && c.covers(cs) && c.spans.is_empty());
+    }
+
+    /// A file on a fresh vault (4 KiB chunks) whose sealers are `pool`, held before their
+    /// first job.
+    fn held(d: &Path, pool: Pool) -> (Fs, u64, u64) {
+        let fs = open(&d.join("s"), &d.join("c"), false, 4096).with_pool(pool);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        (fs, st.ino, fh)
+    }
+
+    /// While chunks are being sealed, reads and new writes of them see the written bytes, the
+    /// catalog has no record of them, they count as unsealed (so the file's size is not
+    /// logged), and a truncation waits for them; once they are sealed, fsync logs everything
+    /// and it reads back from the store.
+    #[test]
+    fn chunks_being_sealed_stay_readable_and_keep_the_size_unlogged() {
+        let d = tempfile::tempdir().unwrap();
+        let (fs, ino, fh) = held(d.path(), Pool::new_held(2, 16));
+        let mut model = noise(3 * 4096 + 100, 3);
+        fs.write(ino, 0, &model).unwrap();
+        // Chunks 0..3 were complete and moved past: handed over, none sealed yet.
+        let (unsealed, records, logged) = {
+            let cat = fs.vault().catalog();
+            let i = cat.get(ino).unwrap();
+            (i.unsealed, i.chunk_count(), i.logged.size)
+        };
+        assert_eq!((unsealed, records, logged), (4, 0, 0));
+        assert_eq!(fs.sealers.queued(), 3);
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model);
+        // A write into a chunk being sealed starts from the bytes handed over.
+        fs.write(ino, 4096 + 10, b"again").unwrap();
+        model[4096 + 10..4096 + 15].copy_from_slice(b"again");
+        assert_eq!(fs.read(ino, 4000, 200).unwrap(), &model[4000..4200]);
+        // The size waits for the data: a journal flush logs no size while chunks are unsealed.
+        fs.vault().flush_journal().unwrap();
+        assert_eq!(fs.vault().catalog().get(ino).unwrap().logged.size, 0);
+        // A truncation waits for the seals in flight (here, until the sealers are let go).
+        let fs = Arc::new(fs);
+        let truncate = {
+            let fs = fs.clone();
+            std::thread::spawn(move || fs.setattr(ino, &SetAttr { size: Some(2 * 4096 + 7), ..Default::default() }))
+        };
+        fs.sealers.hold(false);
+        truncate.join().unwrap().unwrap();
+        model.truncate(2 * 4096 + 7);
+        fs.fsync(ino).unwrap();
+        let (unsealed, records, logged) = {
+            let cat = fs.vault().catalog();
+            let i = cat.get(ino).unwrap();
+            (i.unsealed, i.chunk_count(), i.logged.size)
+        };
+        assert_eq!((unsealed, records, logged), (0, 3, model.len() as u64));
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model);
+        fs.release(fh).unwrap();
+        assert!(fs.sync_to_store().unwrap());
+        let fs = Arc::into_inner(fs).expect("the truncating thread is done");
+        drop(fs);
+        let fs = open(&d.path().join("s"), &d.path().join("c2"), true, 4096);
+        assert_eq!(fs.read(fs.lookup(ROOT, b"f").unwrap().ino, 0, 1 << 20).unwrap(), model);
+    }
+
+    /// A seal that fails on a sealer thread (an append to the cache failing) is reported by the
+    /// next fsync (EIO) or close, and its data is sealed again by the next one: nothing
+    /// acknowledged is lost, and the size is logged only once the data is sealed.
+    #[test]
+    fn a_failed_seal_surfaces_at_fsync_and_close_and_loses_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (fs, ino, fh) = held(d.path(), Pool::new_held(2, 16));
+        let model = noise(3 * 4096, 5);
+        fs.fail_seals.store(2, Ordering::SeqCst);
+        fs.write(ino, 0, &model).unwrap(); // hands over chunks 0 and 1, which will fail
+        fs.sealers.hold(false);
+        assert_eq!(fs.fsync(ino), Err(Errno(libc::EIO)));
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model);
+        fs.fsync(ino).unwrap();
+        {
+            let cat = fs.vault().catalog();
+            let i = cat.get(ino).unwrap();
+            assert_eq!((i.unsealed, i.chunk_count(), i.logged.size), (0, 3, model.len() as u64));
+        }
+        // At close: the failure is reported, the data stays, and a commit seals it.
+        fs.fail_seals.store(1, Ordering::SeqCst);
+        fs.write(ino, 3 * 4096, &model[..100]).unwrap();
+        assert_eq!(fs.release(fh), Err(Errno(libc::EIO)));
+        assert_eq!(fs.vault().catalog().get(ino).unwrap().unsealed, 1);
+        assert!(fs.sync_to_store().unwrap());
+        let mut want = model.clone();
+        want.extend_from_slice(&model[..100]);
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), want);
+        drop(fs);
+        let fs = open(&d.path().join("s"), &d.path().join("c2"), true, 4096);
+        assert_eq!(fs.read(fs.lookup(ROOT, b"f").unwrap().ino, 0, 1 << 20).unwrap(), want);
+    }
+
+    /// The sealer queue is bounded: a writer handing over more chunks than it holds waits
+    /// (here until the held sealers are let go), and every chunk arrives.
+    #[test]
+    fn a_full_seal_queue_makes_the_writer_wait() {
+        let d = tempfile::tempdir().unwrap();
+        let (fs, ino, fh) = held(d.path(), Pool::new_held(1, 2));
+        let fs = Arc::new(fs);
+        let model = noise(5 * 4096, 9);
+        let writer = {
+            let (fs, data) = (fs.clone(), model.clone());
+            std::thread::spawn(move || fs.write(ino, 0, &data))
+        };
+        while fs.sealers.queued() < 2 {
+            std::thread::yield_now();
+        }
+        assert!(!writer.is_finished(), "the writer waits while the queue is full");
+        assert_eq!(fs.sealers.queued(), 2);
+        fs.sealers.hold(false);
+        assert_eq!(writer.join().unwrap(), Ok(model.len()));
+        fs.release(fh).unwrap();
+        assert_eq!(fs.vault().catalog().get(ino).unwrap().chunk_count(), 5);
+        assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model);
     }
 }

@@ -31,6 +31,7 @@ pub mod pins;
 pub mod readcache;
 pub mod rekey;
 pub mod salvage;
+pub mod sealing;
 pub mod store;
 pub mod ticker;
 pub mod uploads;
