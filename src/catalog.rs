@@ -299,6 +299,17 @@ impl Catalog {
         self.get(ino)?.dir.as_deref().ok_or(CatalogError::NotDir)
     }
 
+    /// A directory that new entries may go into: not removed (a removed directory that is
+    /// still open or referenced takes no entries: POSIX says ENOENT).
+    fn live_dir(&self, ino: u64) -> Result<&Dir> {
+        let i = self.get(ino)?;
+        let d = i.dir.as_deref().ok_or(CatalogError::NotDir)?;
+        if ino != ROOT && i.links == 0 {
+            return Err(CatalogError::NotFound);
+        }
+        Ok(d)
+    }
+
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<&Inode> {
         check_name(name)?;
         let ino = self.dir(parent)?.get(name).ok_or(CatalogError::NotFound)?;
@@ -515,7 +526,7 @@ impl Catalog {
     #[allow(clippy::too_many_arguments)]
     pub fn create(&mut self, parent: u64, name: &[u8], kind: Kind, mode: u32, uid: u32, gid: u32, target: &[u8], now: Time) -> Result<u64> {
         check_name(name)?;
-        if self.dir(parent)?.get(name).is_some() {
+        if self.live_dir(parent)?.get(name).is_some() {
             return Err(CatalogError::Exists);
         }
         if target.len() > format::TARGET_MAX {
@@ -544,7 +555,7 @@ impl Catalog {
         if self.get(ino)?.attr.kind == Kind::Dir {
             return Err(CatalogError::IsDir);
         }
-        if self.dir(parent)?.get(name).is_some() {
+        if self.live_dir(parent)?.get(name).is_some() {
             return Err(CatalogError::Exists);
         }
         self.room_to_grow(link_rec_len(name))?;
@@ -630,7 +641,7 @@ impl Catalog {
     pub fn rename(&mut self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], noreplace: bool, now: Time) -> Result<()> {
         let src = self.lookup(parent, name)?.ino;
         check_name(new_name)?;
-        self.dir(new_parent)?;
+        self.live_dir(new_parent)?;
         let src_is_dir = self.get(src)?.attr.kind == Kind::Dir;
         if src_is_dir {
             // Refuse to move a directory into itself or its own subtree.
@@ -922,6 +933,22 @@ mod tests {
         assert!(c.get(f).is_err());
         c.rmdir(ROOT, b"base", t(7)).unwrap();
         assert_eq!(c.get(ROOT).unwrap().nlink(), 2);
+    }
+
+    /// Found by the namespace's model test: an entry created in a removed directory that was
+    /// still open made its last release drop a non-empty directory (a panic). POSIX: ENOENT.
+    #[test]
+    fn a_removed_directory_takes_no_new_entries() {
+        let mut c = fresh();
+        let d = c.create(ROOT, b"d", Kind::Dir, 0o755, 0, 0, b"", t(1)).unwrap();
+        let f = c.create(ROOT, b"f", Kind::File, 0o644, 0, 0, b"", t(1)).unwrap();
+        c.open(d).unwrap();
+        c.rmdir(ROOT, b"d", t(2)).unwrap();
+        assert_eq!(c.create(d, b"x", Kind::File, 0o644, 0, 0, b"", t(3)), Err(CatalogError::NotFound));
+        assert_eq!(c.link(f, d, b"x", t(3)), Err(CatalogError::NotFound));
+        assert_eq!(c.rename(ROOT, b"f", d, b"x", false, t(3)), Err(CatalogError::NotFound));
+        c.release(d);
+        assert!(c.get(d).is_err());
     }
 
     #[test]
