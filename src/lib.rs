@@ -4,6 +4,7 @@
 //! → `vault` → (`catalog`, `cache`, `keys`, `crypto`, `store`) → `format`.
 
 pub mod audit;
+pub mod btree;
 pub mod cache;
 pub mod catalog;
 pub mod cli;

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use pgcryptfs::btree;
 use pgcryptfs::catalog::Catalog;
 use pgcryptfs::crypto::{self, Secret32, SecretBytes};
 use pgcryptfs::format::{self, Attr, ChunkRef, Enc, Kind, Record, Time};
@@ -135,6 +136,21 @@ pub fn write_all(root: &Path) {
     raw.extend_from_slice(b"hello");
     raw.resize(pgcryptfs::codec::padme(raw.len() as u64) as usize, 0);
     put(root, "chunk_body", "raw", &raw);
+
+    // Metadata tree nodes: a leaf of chunk-map-like items, the internal nodes above it, and a
+    // leaf at the key and value bounds.
+    let keys: Vec<Vec<u8>> = (0..40u64).map(|i| [&2u64.to_be_bytes()[..], &[3], &i.to_be_bytes()].concat()).collect();
+    let values: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 76]).collect();
+    let leaf: Vec<_> = keys.iter().zip(&values).map(|(key, value)| btree::Entry::Leaf { key, value }).collect();
+    put(root, "tree_node", "leaf", &btree::encode_node(0, &leaf));
+    let child = |i: usize| ChunkRef { pack: [4; 16], offset: 4096 * i as u64, len: 3000, tag: [i as u8; 16] };
+    let children: Vec<_> =
+        keys.iter().step_by(10).enumerate().map(|(i, key)| btree::Entry::Child { key, child: child(i) }).collect();
+    put(root, "tree_node", "internal", &btree::encode_node(1, &children));
+    put(root, "tree_node", "root", &btree::encode_node(2, &children[..2]));
+    let (big_key, big_value) = (vec![0xff; btree::MAX_KEY], vec![0x5a; btree::MAX_VALUE]);
+    let bounds = [btree::Entry::Leaf { key: b"", value: b"" }, btree::Entry::Leaf { key: &big_key, value: &big_value }];
+    put(root, "tree_node", "bounds", &btree::encode_node(0, &bounds));
 
     let argv = |a: &[&str]| a.join("\0").into_bytes();
     put(
