@@ -55,6 +55,9 @@ pub enum ChunkError {
     /// It authenticated but its body breaks the encoding (only a writer holding the key, or
     /// a bug, can make one).
     Malformed { at: String, why: &'static str },
+    /// A content-named chunk whose plaintext is not what its id names (only a writer holding
+    /// the data key, or a bug, can make one).
+    WrongContent { at: String },
 }
 
 impl fmt::Display for ChunkError {
@@ -66,6 +69,7 @@ impl fmt::Display for ChunkError {
             }
             ChunkError::Forged { at } => write!(f, "{at}: failed authentication (the chunk was modified or moved)"),
             ChunkError::Malformed { at, why } => write!(f, "{at}: the chunk's body is malformed ({why})"),
+            ChunkError::WrongContent { at } => write!(f, "{at}: the chunk's plaintext does not match its content id"),
         }
     }
 }
@@ -177,10 +181,24 @@ fn pooled<T, R>(pool: &Mutex<Vec<T>>, make: impl FnOnce() -> std::io::Result<T>,
     Ok(r)
 }
 
-/// Seals and opens the chunks of one vault under its data subkey.
+/// What a sealed body is bound to (its AAD) and how large its plaintext may be.
+#[derive(Clone, Copy)]
+pub enum Place<'a> {
+    /// Format 1: chunk `index` of the file with `file_id`.
+    File { file_id: &'a Id, index: u64 },
+    /// Format 2: the chunk with this content id (checked against the plaintext on opening).
+    Content(&'a [u8; 32]),
+    /// Format 2: a metadata tree node (plaintext up to `btree::MAX_NODE`).
+    Node,
+}
+
+/// Seals and opens the chunks (or, built with the metadata subkey, the tree nodes) of one
+/// vault.
 pub struct ChunkCodec {
     header: VaultHeader,
     key: Secret32,
+    /// Format 2's content id key (`content_id`), when the codec names chunks by content.
+    id_key: Option<Secret32>,
     /// Whether chunk bodies are encoded (vault header flag `FLAG_CHUNK_CODEC`); format 1
     /// vaults made before it seal the plaintext itself.
     encoded: bool,
@@ -193,7 +211,44 @@ pub struct ChunkCodec {
 impl ChunkCodec {
     pub fn new(header: &VaultHeader, key: Secret32, compression: Compression) -> Self {
         let encoded = header.flags & format::FLAG_CHUNK_CODEC != 0;
-        Self { header: *header, key, encoded, compression, compressors: Mutex::new(Vec::new()), decompressors: Mutex::new(Vec::new()) }
+        Self {
+            header: *header,
+            key,
+            id_key: None,
+            encoded,
+            compression,
+            compressors: Mutex::new(Vec::new()),
+            decompressors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This codec, naming chunks by content with `id_key` (format 2).
+    pub fn with_id_key(mut self, id_key: Secret32) -> Self {
+        self.id_key = Some(id_key);
+        self
+    }
+
+    /// The content id of a chunk's plaintext: BLAKE2b-256 keyed with the id key.
+    ///
+    /// # Panics
+    /// If the codec has no id key (a format 1 vault's): a caller bug.
+    pub fn content_id(&self, plain: &[u8]) -> [u8; 32] {
+        crypto::mac32(self.id_key.as_ref().expect("content ids need a codec with an id key"), plain)
+    }
+
+    fn aad(&self, place: Place<'_>) -> Vec<u8> {
+        match place {
+            Place::File { file_id, index } => format::chunk_aad(&self.header, file_id, index),
+            Place::Content(id) => format::content_aad(&self.header, id),
+            Place::Node => format::node_aad(&self.header),
+        }
+    }
+
+    fn max_plain_at(&self, place: Place<'_>) -> usize {
+        match place {
+            Place::Node => crate::btree::MAX_NODE,
+            _ => self.max_plain(),
+        }
     }
 
     pub fn compression(&self) -> Compression {
@@ -215,8 +270,14 @@ impl ChunkCodec {
 
     /// Seals chunk `index` of file `file_id` into `out` (cleared); returns its tag.
     pub fn seal(&self, file_id: &Id, index: u64, plain: &[u8], out: &mut Vec<u8>) -> [u8; TAG_LEN] {
+        self.seal_at(Place::File { file_id, index }, plain, out)
+    }
+
+    /// Seals `plain` bound to `place` into `out` (cleared); returns its tag.
+    pub fn seal_at(&self, place: Place<'_>, plain: &[u8], out: &mut Vec<u8>) -> [u8; TAG_LEN] {
+        debug_assert!(plain.len() <= self.max_plain_at(place));
         out.clear();
-        let aad = format::chunk_aad(&self.header, file_id, index);
+        let aad = self.aad(place);
         if !self.encoded {
             return crypto::seal_into(&self.key, &aad, plain, out);
         }
@@ -234,35 +295,49 @@ impl ChunkCodec {
     /// Checks a sealed chunk against what the metadata records for it (`c`), opens it and
     /// decodes its plaintext into `out`.
     pub fn open(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
+        self.open_at(Place::File { file_id, index }, c, sealed, out)
+    }
+
+    /// `open` for a body bound to `place`; a content-named chunk must also hash to its id.
+    pub fn open_at(&self, place: Place<'_>, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
         out.clear();
+        let max = self.max_plain_at(place);
         if !self.encoded {
-            self.open_body(file_id, index, c, sealed, out)?;
-            if out.len() > self.max_plain() {
+            self.open_body(place, c, sealed, out)?;
+            if out.len() > max {
                 crypto::wipe(out);
+                out.clear();
                 return Err(ChunkError::Malformed { at: at(c), why: "longer than a chunk" });
             }
             return Ok(());
         }
         let mut body = Vec::with_capacity(sealed.len());
-        let r = self.open_body(file_id, index, c, sealed, &mut body).and_then(|()| {
-            pooled(&self.decompressors, zstd::bulk::Decompressor::new, |d| decode_with(&body, self.max_plain(), out, d))
+        let r = self.open_body(place, c, sealed, &mut body).and_then(|()| {
+            pooled(&self.decompressors, zstd::bulk::Decompressor::new, |d| decode_with(&body, max, out, d))
                 .map_err(|_| ChunkError::Malformed { at: at(c), why: "no zstd context" })?
                 .map_err(|why| ChunkError::Malformed { at: at(c), why })
         });
         crypto::wipe(&mut body);
-        r
+        r?;
+        if let Place::Content(id) = place
+            && !crypto::ct_eq(&self.content_id(out), id)
+        {
+            crypto::wipe(out);
+            out.clear();
+            return Err(ChunkError::WrongContent { at: at(c) });
+        }
+        Ok(())
     }
 
     /// The AEAD layer alone: length and tag against the metadata, then authentication.
-    fn open_body(&self, file_id: &Id, index: u64, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
+    fn open_body(&self, place: Place<'_>, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
         if sealed.len() != c.len as usize || sealed.len() < format::SEAL_OVERHEAD {
             return Err(ChunkError::Length { at: at(c), have: sealed.len(), want: c.len });
         }
         if !crypto::ct_eq(&sealed[sealed.len() - TAG_LEN..], &c.tag) {
             return Err(ChunkError::Replaced { at: at(c) });
         }
-        let aad = format::chunk_aad(&self.header, file_id, index);
-        crypto::open_into(&self.key, &aad, sealed, out).map_err(|_| ChunkError::Forged { at: at(c) })
+        crypto::open_into(&self.key, &self.aad(place), sealed, out).map_err(|_| ChunkError::Forged { at: at(c) })
     }
 
     /// Authenticates a sealed chunk and checks its encoding, keeping no plaintext.
@@ -285,7 +360,7 @@ impl ChunkCodec {
         out: &mut Vec<u8>,
     ) -> Result<[u8; TAG_LEN], ChunkError> {
         let mut body = Vec::with_capacity(sealed.len());
-        let r = old.open_body(file_id, index, c, sealed, &mut body).and_then(|()| {
+        let r = old.open_body(Place::File { file_id, index }, c, sealed, &mut body).and_then(|()| {
             if old.encoded {
                 parse_body(&body).map_err(|why| ChunkError::Malformed { at: at(c), why })?;
             }
@@ -307,6 +382,45 @@ mod tests {
 
     fn chunk_ref(sealed: &[u8], tag: [u8; TAG_LEN]) -> ChunkRef {
         ChunkRef { pack: [1; 16], offset: 0, len: sealed.len() as u32, tag }
+    }
+
+    /// Format 2: a chunk named by its content opens only under that id and only to that
+    /// plaintext; nodes open as nodes only, up to 64 KiB.
+    #[test]
+    fn content_named_chunks_and_nodes_are_bound_to_what_they_are() {
+        let key = || Secret32::from_bytes([7; 32]);
+        let codec = ChunkCodec::new(&header(format::FLAG_CHUNK_CODEC), key(), Compression::Zstd(1)).with_id_key(Secret32::from_bytes([8; 32]));
+        let plain = b"a page of a table ".repeat(100);
+        let id = codec.content_id(&plain);
+        assert_ne!(id, crypto::hash32(&plain), "ids are keyed: no one without the key can test for a plaintext");
+        let other_key = ChunkCodec::new(&header(format::FLAG_CHUNK_CODEC), key(), Compression::Zstd(1)).with_id_key(Secret32::from_bytes([9; 32]));
+        assert_ne!(other_key.content_id(&plain), id, "ids of two vaults are unrelated");
+        let mut sealed = Vec::new();
+        let tag = codec.seal_at(Place::Content(&id), &plain, &mut sealed);
+        let r = chunk_ref(&sealed, tag);
+        let mut out = Vec::new();
+        codec.open_at(Place::Content(&id), &r, &sealed, &mut out).unwrap();
+        assert_eq!(out, plain);
+        let other = codec.content_id(b"another page");
+        assert!(matches!(codec.open_at(Place::Content(&other), &r, &sealed, &mut out), Err(ChunkError::Forged { .. })));
+        assert!(matches!(codec.open_at(Place::File { file_id: &[0; 16], index: 0 }, &r, &sealed, &mut out), Err(ChunkError::Forged { .. })));
+        assert!(matches!(codec.open_at(Place::Node, &r, &sealed, &mut out), Err(ChunkError::Forged { .. })));
+        // Sealed (by a holder of the data key) under an id that is not its content's.
+        let tag = codec.seal_at(Place::Content(&other), &plain, &mut sealed);
+        let r = chunk_ref(&sealed, tag);
+        assert!(matches!(codec.open_at(Place::Content(&other), &r, &sealed, &mut out), Err(ChunkError::WrongContent { .. })));
+        assert!(out.is_empty(), "the plaintext is wiped, not handed out");
+        // A node larger than a chunk (64 KiB against a 4 KiB chunk vault).
+        let small = VaultHeader { chunk_size: 4096, ..header(format::FLAG_CHUNK_CODEC) };
+        let nodes = ChunkCodec::new(&small, key(), Compression::Zstd(1));
+        let mut node = vec![0u8; crate::btree::MAX_NODE];
+        crypto::random_bytes(&mut node);
+        let tag = nodes.seal_at(Place::Node, &node, &mut sealed);
+        nodes.open_at(Place::Node, &chunk_ref(&sealed, tag), &sealed, &mut out).unwrap();
+        assert_eq!(out, node);
+        let tag = nodes.seal_at(Place::Node, &node[..5000], &mut sealed);
+        let mut as_chunk = Vec::new();
+        assert!(nodes.open_at(Place::File { file_id: &[0; 16], index: 0 }, &chunk_ref(&sealed, tag), &sealed, &mut as_chunk).is_err());
     }
 
     #[test]

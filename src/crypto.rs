@@ -370,6 +370,18 @@ pub fn hash32(data: &[u8]) -> [u8; 32] {
     h
 }
 
+/// BLAKE2b-256 of `data` keyed with `key` (a MAC: format 2's content ids).
+pub fn mac32(key: &Secret32, data: &[u8]) -> [u8; 32] {
+    init();
+    let mut h = [0u8; 32];
+    // SAFETY: valid buffers; the key is 32 bytes, within crypto_generichash's 16..=64.
+    let rc = unsafe {
+        ffi::crypto_generichash(h.as_mut_ptr(), 32, data.as_ptr(), data.len() as u64, key.expose().as_ptr(), 32)
+    };
+    assert_eq!(rc, 0);
+    h
+}
+
 /// Constant-time equality of two byte strings of equal length.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     init();

@@ -107,6 +107,10 @@ pub const DOMAIN_JOURNAL: u8 = 3;
 pub const DOMAIN_CHUNK: u8 = 4;
 pub const DOMAIN_LEASE: u8 = 5;
 pub const DOMAIN_REKEY_PROOF: u8 = 6;
+/// Format 2: a chunk named by its content id.
+pub const DOMAIN_CONTENT: u8 = 7;
+/// Format 2: a metadata tree node.
+pub const DOMAIN_NODE: u8 = 8;
 
 /// Object names in the store.
 pub const HEADER_OBJECT: &str = "pgcryptfs.vault";
@@ -325,6 +329,18 @@ pub fn chunk_aad(header: &VaultHeader, file_id: &Id, index: u64) -> Vec<u8> {
     aad(DOMAIN_CHUNK, header, &rest)
 }
 
+/// AAD of a format 2 chunk: binds vault and content id, so the chunk opens wherever a file
+/// references it and never as another chunk.
+pub fn content_aad(header: &VaultHeader, id: &[u8; 32]) -> Vec<u8> {
+    aad(DOMAIN_CONTENT, header, id)
+}
+
+/// AAD of a format 2 metadata node: binds the vault (the node's place in the tree is bound by
+/// the tag its parent or root records).
+pub fn node_aad(header: &VaultHeader) -> Vec<u8> {
+    aad(DOMAIN_NODE, header, &[])
+}
+
 /// AAD of a key slot: binds vault and every clear field of the slot.
 pub fn slot_aad(header: &VaultHeader, slot_prefix: &[u8]) -> Vec<u8> {
     aad(DOMAIN_SLOT, header, slot_prefix)
@@ -421,7 +437,14 @@ impl Slot {
 
 pub const SEGMENT_DELTA: u8 = 1;
 pub const SEGMENT_CHECKPOINT: u8 = 2;
+/// Format 2: a root, the whole committed state as references into the trees (`RootBody`).
+pub const SEGMENT_ROOT: u8 = 3;
 pub const SEGMENT_PREFIX_LEN: usize = 8 + 2 + 1 + 1 + 8 + 32;
+
+/// The format version a segment kind belongs to (its prefix carries it).
+fn segment_version(kind: u8) -> u16 {
+    if kind == SEGMENT_ROOT { 2 } else { 1 }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentPrefix {
@@ -434,7 +457,7 @@ pub struct SegmentPrefix {
 impl SegmentPrefix {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new();
-        e.raw(SEGMENT_MAGIC).u16(FORMAT_VERSION).u8(self.kind).u8(0).u64(self.seq).raw(&self.prev_hash);
+        e.raw(SEGMENT_MAGIC).u16(segment_version(self.kind)).u8(self.kind).u8(0).u64(self.seq).raw(&self.prev_hash);
         e.buf
     }
 
@@ -460,17 +483,93 @@ impl SegmentPrefix {
             return Err(FormatError::BadMagic("metadata segment"));
         }
         let version = d.u16("metadata segment")?;
-        if version != FORMAT_VERSION {
+        if version != 1 && version != 2 {
             return Err(FormatError::UnsupportedVersion(version));
         }
         let kind = d.u8("metadata segment")?;
-        if kind != SEGMENT_DELTA && kind != SEGMENT_CHECKPOINT {
-            return Err(FormatError::Invalid(format!("unknown segment kind {kind}")));
+        if ![SEGMENT_DELTA, SEGMENT_CHECKPOINT, SEGMENT_ROOT].contains(&kind) || segment_version(kind) != version {
+            return Err(FormatError::Invalid(format!("unknown segment kind {kind} of format {version}")));
         }
         let _ = d.u8("metadata segment")?;
         let seq = d.u64("metadata segment")?;
         let prev_hash = d.array("metadata segment")?;
         Ok(Self { kind, seq, prev_hash })
+    }
+}
+
+/// The sealed body of a format 2 root segment: where the committed trees start, and the
+/// counters kept beside them. Docs: FORMAT2-DESIGN.md §3b.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootBody {
+    /// Root node of the tree of items (None: empty tree).
+    pub tree: Option<ChunkRef>,
+    /// Root node of the chunk index (content id → location).
+    pub index: Option<ChunkRef>,
+    /// The next inode number to hand out (numbers are never reused).
+    pub next_ino: u64,
+    /// Inodes in the vault.
+    pub inodes: u64,
+}
+
+/// Write-only layers a root can list (issue 13); this version writes and accepts none.
+pub const ROOT_MAX_LAYERS: u16 = 0;
+
+fn enc_opt_ref(e: &mut Enc, r: &Option<ChunkRef>) {
+    match r {
+        None => {
+            e.u8(0);
+        }
+        Some(c) => {
+            e.u8(1).raw(&c.pack).u64(c.offset).u32(c.len).raw(&c.tag);
+        }
+    }
+}
+
+fn dec_opt_ref(d: &mut Dec, what: &'static str) -> Result<Option<ChunkRef>> {
+    match d.u8(what)? {
+        0 => Ok(None),
+        1 => {
+            let pack = d.array(what)?;
+            let offset = d.u64(what)?;
+            let len = d.u32(what)?;
+            let tag = d.array(what)?;
+            if (len as usize) < SEAL_OVERHEAD || offset.checked_add(len as u64).is_none() {
+                return Err(FormatError::Invalid(format!("{what}: impossible node location")));
+            }
+            Ok(Some(ChunkRef { pack, offset, len, tag }))
+        }
+        v => Err(FormatError::Invalid(format!("{what}: presence byte {v}"))),
+    }
+}
+
+impl RootBody {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        enc_opt_ref(&mut e, &self.tree);
+        enc_opt_ref(&mut e, &self.index);
+        e.u64(self.next_ino).u64(self.inodes).u16(0);
+        e.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(buf);
+        let tree = dec_opt_ref(&mut d, "root: tree")?;
+        let index = dec_opt_ref(&mut d, "root: chunk index")?;
+        let next_ino = d.u64("root")?;
+        let inodes = d.u64("root")?;
+        let layers = d.u16("root")?;
+        if layers > ROOT_MAX_LAYERS {
+            return Err(FormatError::Invalid(format!(
+                "the root lists {layers} write-only layers; this version of pgcryptfs reads none (a newer one wrote it)"
+            )));
+        }
+        if d.remaining() != 0 {
+            return Err(FormatError::Invalid("bytes after the root".into()));
+        }
+        if next_ino < 2 || next_ino == u64::MAX || inodes >= next_ino {
+            return Err(FormatError::Invalid(format!("root counters out of range (next inode {next_ino}, {inodes} inodes)")));
+        }
+        Ok(RootBody { tree, index, next_ino, inodes })
     }
 }
 
@@ -928,6 +1027,40 @@ mod tests {
 
     fn header() -> VaultHeader {
         VaultHeader { vault_id: [7; 16], aead: AEAD_XCHACHA20POLY1305, chunk_size: 65536, flags: 0 }
+    }
+
+    #[test]
+    fn roots_round_trip_and_refuse_what_this_version_cannot_read() {
+        let r = RootBody {
+            tree: Some(ChunkRef { pack: [1; 16], offset: 7, len: 100, tag: [2; 16] }),
+            index: None,
+            next_ino: 10,
+            inodes: 9,
+        };
+        let b = r.encode();
+        assert_eq!(b.len(), 1 + 44 + 1 + 8 + 8 + 2);
+        assert_eq!(RootBody::decode(&b).unwrap(), r);
+        for cut in 0..b.len() {
+            assert!(RootBody::decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut layered = b.clone();
+        let n = layered.len();
+        layered[n - 2] = 1;
+        assert!(RootBody::decode(&layered).unwrap_err().to_string().contains("write-only layers"));
+        let bad = RootBody { inodes: 10, ..r.clone() };
+        assert!(RootBody::decode(&bad.encode()).is_err(), "more inodes than numbers handed out");
+        // A root segment is format 2; format 1 kinds stay format 1.
+        let p = SegmentPrefix { kind: SEGMENT_ROOT, seq: 3, prev_hash: [4; 32] };
+        let e = p.encode();
+        assert_eq!(u16::from_le_bytes([e[8], e[9]]), 2);
+        assert_eq!(SegmentPrefix::decode_prefix(&e).unwrap(), p);
+        let mut v1_root = e.clone();
+        v1_root[8] = 1;
+        assert!(SegmentPrefix::decode_prefix(&v1_root).is_err());
+        let mut v2_delta = SegmentPrefix { kind: SEGMENT_DELTA, seq: 3, prev_hash: [4; 32] }.encode();
+        assert_eq!(v2_delta[8], 1);
+        v2_delta[8] = 2;
+        assert!(SegmentPrefix::decode_prefix(&v2_delta).is_err());
     }
 
     #[test]

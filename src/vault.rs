@@ -1402,6 +1402,9 @@ fn read_segment_prefix(store: &dyn Store, seq: u64) -> Result<SegmentPrefix> {
     if prefix.seq != seq {
         return Err(meta_err(format!("segment {seq} claims to be segment {}", prefix.seq)));
     }
+    if prefix.kind == format::SEGMENT_ROOT {
+        return Err(meta_err(format!("segment {seq} is a format 2 root in a format 1 vault")));
+    }
     Ok(prefix)
 }
 
