@@ -152,6 +152,38 @@ pub fn write_all(root: &Path) {
     let bounds = [btree::Entry::Leaf { key: b"", value: b"" }, btree::Entry::Leaf { key: &big_key, value: &big_value }];
     put(root, "tree_node", "bounds", &btree::encode_node(0, &bounds));
 
+    // Format 2 metadata (target format2_metadata: mode byte, then the input).
+    let item = |k: &[u8], v: &[u8]| [&[0u8][..], &(k.len() as u16).to_le_bytes(), k, v].concat();
+    let inode = pgcryptfs::items::InodeItem {
+        file_id: [3; 16],
+        attr: Attr { kind: Kind::File, mode: 0o600, uid: 26, gid: 26, size: 70000, atime: now, mtime: now, ctime: now },
+        links: 1,
+        subdirs: 0,
+        entries: 0,
+        next_cookie: 0,
+        parent: 1,
+        name: b"PG_VERSION".to_vec(),
+        target: Vec::new(),
+    };
+    put(root, "format2_metadata", "inode", &item(&pgcryptfs::items::inode_key(5), &inode.encode()));
+    let dirent = pgcryptfs::items::Dirent { ino: 5, cookie: 3 };
+    put(root, "format2_metadata", "dirent", &item(&pgcryptfs::items::dirent_key(1, b"PG_VERSION"), &dirent.encode()));
+    let index = pgcryptfs::items::DirIndex { ino: 5, name: b"PG_VERSION".to_vec() };
+    put(root, "format2_metadata", "dirindex", &item(&pgcryptfs::items::dirindex_key(1, 3), &index.encode()));
+    let loc = ChunkRef { pack: [4; 16], offset: 4096, len: 3000, tag: [5; 16] };
+    let chunk = pgcryptfs::items::ChunkItem { id: [6; 32], loc };
+    put(root, "format2_metadata", "chunk", &item(&pgcryptfs::items::chunk_key(5, 1), &chunk.encode()));
+    put(root, "format2_metadata", "orphan", &item(&pgcryptfs::items::orphan_key(5), b""));
+    let body = format::RootBody { tree: Some(loc), index: None, next_ino: 6, inodes: 5 };
+    put(root, "format2_metadata", "root", &[&[1u8][..], &body.encode()].concat());
+    let recs = [
+        Record::Inode { ino: 5, file_id: [3; 16], attr: inode.attr.clone(), target: Vec::new() },
+        Record::Link { parent: 1, name: b"PG_VERSION".to_vec(), ino: 5 },
+        Record::Content { ino: 5, index: 0, id: [6; 32], chunk: loc },
+        Record::Unlink { parent: 1, name: b"PG_VERSION".to_vec() },
+    ];
+    put(root, "format2_metadata", "records", &[&[2u8][..], &format::encode_records(&recs)].concat());
+
     let argv = |a: &[&str]| a.join("\0").into_bytes();
     put(
         root,
