@@ -1923,6 +1923,10 @@ mod tests {
         mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_DELTA, 3, cap + 1)).unwrap();
         let e = err_of(ro(&mem)).to_string();
         assert!(e.contains("meta/0000000000000003") && e.contains(&format!("more than the {cap} bytes")), "{e}");
+        // A format 2 root in a format 1 vault is refused by its kind, naming it.
+        mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_ROOT, 3, 200)).unwrap();
+        let e = err_of(ro(&mem)).to_string();
+        assert!(e.contains("segment 3 is a format 2 root in a format 1 vault"), "{e}");
         // Within the bounds a planted segment is read and fails authentication, as before.
         mem.put(&format::segment_name(3), &planted_segment(format::SEGMENT_DELTA, 3, 200)).unwrap();
         let e = err_of(ro(&mem)).to_string();
