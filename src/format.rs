@@ -514,13 +514,35 @@ pub struct RootBody {
 /// Write-only layers a root can list (issue 13); this version writes and accepts none.
 pub const ROOT_MAX_LAYERS: u16 = 0;
 
+/// Encoded length of a `ChunkRef` (format 2): pack id, offset, sealed length, tag.
+pub const LOC_LEN: usize = ID_LEN + 8 + 4 + TAG_LEN;
+
+/// Appends a `ChunkRef` as `LOC_LEN` bytes.
+pub fn encode_loc(e: &mut Enc, c: &ChunkRef) {
+    e.raw(&c.pack).u64(c.offset).u32(c.len).raw(&c.tag);
+}
+
+/// Reads a `ChunkRef`; a sealed length under the seal overhead, or one whose end overflows,
+/// is refused.
+pub fn decode_loc(d: &mut Dec, what: &'static str) -> Result<ChunkRef> {
+    let pack = d.array(what)?;
+    let offset = d.u64(what)?;
+    let len = d.u32(what)?;
+    let tag = d.array(what)?;
+    if (len as usize) < SEAL_OVERHEAD || offset.checked_add(len as u64).is_none() {
+        return Err(FormatError::Invalid(format!("{what}: impossible location")));
+    }
+    Ok(ChunkRef { pack, offset, len, tag })
+}
+
 fn enc_opt_ref(e: &mut Enc, r: &Option<ChunkRef>) {
     match r {
         None => {
             e.u8(0);
         }
         Some(c) => {
-            e.u8(1).raw(&c.pack).u64(c.offset).u32(c.len).raw(&c.tag);
+            e.u8(1);
+            encode_loc(e, c);
         }
     }
 }
@@ -528,16 +550,7 @@ fn enc_opt_ref(e: &mut Enc, r: &Option<ChunkRef>) {
 fn dec_opt_ref(d: &mut Dec, what: &'static str) -> Result<Option<ChunkRef>> {
     match d.u8(what)? {
         0 => Ok(None),
-        1 => {
-            let pack = d.array(what)?;
-            let offset = d.u64(what)?;
-            let len = d.u32(what)?;
-            let tag = d.array(what)?;
-            if (len as usize) < SEAL_OVERHEAD || offset.checked_add(len as u64).is_none() {
-                return Err(FormatError::Invalid(format!("{what}: impossible node location")));
-            }
-            Ok(Some(ChunkRef { pack, offset, len, tag }))
-        }
+        1 => decode_loc(d, what).map(Some),
         v => Err(FormatError::Invalid(format!("{what}: presence byte {v}"))),
     }
 }
@@ -816,8 +829,8 @@ impl Record {
                 e.u32(chunk.len).raw(&chunk.tag);
             }
             Record::Content { ino, index, id, chunk } => {
-                e.u8(REC_CONTENT).u64(*ino).u64(*index).raw(id).raw(&chunk.pack).u64(chunk.offset);
-                e.u32(chunk.len).raw(&chunk.tag);
+                e.u8(REC_CONTENT).u64(*ino).u64(*index).raw(id);
+                encode_loc(e, chunk);
             }
         }
     }
@@ -874,14 +887,8 @@ impl Record {
                 let ino = d.u64(w)?;
                 let index = d.u64(w)?;
                 let id = d.array(w)?;
-                let pack = d.array(w)?;
-                let offset = d.u64(w)?;
-                let len = d.u32(w)?;
-                let tag = d.array(w)?;
-                if (len as usize) < SEAL_OVERHEAD || offset.checked_add(len as u64).is_none() {
-                    return Err(FormatError::Invalid("content chunk record with an impossible location".into()));
-                }
-                Record::Content { ino, index, id, chunk: ChunkRef { pack, offset, len, tag } }
+                let chunk = decode_loc(d, w)?;
+                Record::Content { ino, index, id, chunk }
             }
             other => return Err(FormatError::Invalid(format!("unknown record type {other}"))),
         })

@@ -6,7 +6,7 @@
 //! first, then its directory entries by name, then by cookie, then its chunks by index. Values
 //! are little-endian like the rest of the format. Decoders validate everything and never panic.
 
-use crate::format::{self, Attr, ChunkRef, Dec, Enc, FormatError, Id, Kind, Result, Time, ID_LEN, SEAL_OVERHEAD, TAG_LEN};
+use crate::format::{self, Attr, ChunkRef, Dec, Enc, FormatError, Id, Kind, Result, Time, ID_LEN};
 
 /// Item types, the byte after the inode number in a key.
 pub const T_INODE: u8 = 1;
@@ -25,8 +25,7 @@ pub const T_TAIL: u8 = 6;
 pub const CHUNK_ID_LEN: usize = 32;
 pub type ChunkId = [u8; CHUNK_ID_LEN];
 
-/// Encoded `ChunkRef`: pack id, offset, sealed length, tag.
-pub const LOC_LEN: usize = ID_LEN + 8 + 4 + TAG_LEN;
+pub use crate::format::{decode_loc, encode_loc, LOC_LEN};
 
 /// Key of inode `ino`'s attributes.
 pub fn inode_key(ino: u64) -> Vec<u8> {
@@ -266,23 +265,6 @@ impl ChunkItem {
         }
         Ok(ChunkItem { id, loc })
     }
-}
-
-/// Appends a `ChunkRef` as `LOC_LEN` bytes.
-pub fn encode_loc(e: &mut Enc, c: &ChunkRef) {
-    e.raw(&c.pack).u64(c.offset).u32(c.len).raw(&c.tag);
-}
-
-/// Reads a `ChunkRef`; a sealed length under the seal overhead is refused.
-pub fn decode_loc(d: &mut Dec, what: &'static str) -> Result<ChunkRef> {
-    let pack = d.array(what)?;
-    let offset = d.u64(what)?;
-    let len = d.u32(what)?;
-    let tag = d.array(what)?;
-    if (len as usize) < SEAL_OVERHEAD || offset.checked_add(len as u64).is_none() {
-        return Err(FormatError::Invalid(format!("{what}: impossible location")));
-    }
-    Ok(ChunkRef { pack, offset, len, tag })
 }
 
 /// Decodes any item by its key, for checkers and the fuzz target: Ok if key and value are
