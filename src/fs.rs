@@ -402,6 +402,11 @@ impl Fs {
         self.stat(ino)
     }
 
+    /// The kernel was handed a reference to `ino` (a directory listing with attributes).
+    pub fn remember(&self, ino: u64) {
+        self.vault.catalog().remember(ino);
+    }
+
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.vault.catalog().forget(ino, n);
@@ -640,6 +645,16 @@ impl Fs {
     }
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; size as usize];
+        let n = self.read_into(ino, offset, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Reads up to `out.len()` bytes at `offset` into `out`, which must be all zeros (holes
+    /// and the rest of short chunks are left as they are); returns how many bytes were read.
+    /// On an error, `out` is all zeros again.
+    pub fn read_into(&self, ino: u64, offset: u64, out: &mut [u8]) -> Result<usize> {
         let fd = self.file_data(ino, false)?;
         let guard = fd.as_ref().map(|f| f.lock().unwrap());
         let (fsize, file_id) = {
@@ -651,10 +666,10 @@ impl Fs {
             (i.attr.size, i.file_id)
         };
         if offset >= fsize {
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        let end = fsize.min(offset + size as u64);
-        let mut out = vec![0u8; (end - offset) as usize];
+        let end = fsize.min(offset + out.len() as u64);
+        let out = &mut out[..(end - offset) as usize];
         let pieces: Vec<format::Piece> = format::pieces(offset, out.len(), self.vault.chunk_size()).collect();
         // Dirty buffers first, then chunks being sealed; the rest from sealed chunks (holes
         // stay zero). A chunk whose seal finished has its record in the catalog before its
@@ -684,11 +699,11 @@ impl Fs {
             }
         });
         if let Err((index, e)) = read {
-            crypto::wipe(&mut out);
+            crypto::wipe(out);
             return Err(self.verr(e, || format!("reading {} (inode {ino}) chunk {index}", self.path(ino))));
         }
         self.read_ahead(ino, offset, end, fsize);
-        Ok(out)
+        Ok(out.len())
     }
 
     /// A sequential reader of a remote store gets the file's next chunks fetched ahead, by
@@ -1707,5 +1722,33 @@ mod tests {
         fs.release(fh).unwrap();
         assert_eq!(fs.vault().catalog().get(ino).unwrap().chunk_count(), 5);
         assert_eq!(fs.read(ino, 0, 1 << 20).unwrap(), model);
+    }
+
+    /// `read_into` fills a zeroed buffer without zeroing it: holes and the rest of a short last
+    /// chunk stay as they were given (zeros), and only `n` bytes are touched.
+    #[test]
+    fn read_into_fills_a_zeroed_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = open(&d.path().join("s"), &d.path().join("c"), false, 4096);
+        let (st, fh) = fs.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+        fs.write(st.ino, 0, &[1; 100]).unwrap();
+        fs.write(st.ino, 3 * 4096, &[2; 10]).unwrap();
+        fs.release(fh).unwrap();
+        let mut want = vec![0u8; 3 * 4096 + 10];
+        want[..100].fill(1);
+        want[3 * 4096..].fill(2);
+        for sealed in [false, true] {
+            if sealed {
+                assert!(fs.sync_to_store().unwrap());
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            let n = fs.read_into(st.ino, 0, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..]);
+            assert!(buf[n..].iter().all(|b| *b == 0));
+            let mut buf = vec![0u8; 1 << 16];
+            let n = fs.read_into(st.ino, 50, &mut buf[..60]).unwrap();
+            assert_eq!(&buf[..n], &want[50..110]);
+            assert_eq!(fs.read_into(st.ino, 1 << 20, &mut buf).unwrap(), 0);
+        }
     }
 }
