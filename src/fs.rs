@@ -132,12 +132,45 @@ impl FileData {
 }
 
 /// Plaintext handed to the sealers (a whole chunk buffer); wiped when its last holder (the
-/// job, the file's `InFlight`, a reader) lets go of it.
-struct Plain(Vec<u8>);
+/// job, the file's `InFlight`, a reader) lets go of it, and kept for a new dirty chunk.
+struct Plain(Vec<u8>, Arc<Buffers>);
 
 impl Drop for Plain {
     fn drop(&mut self) {
-        crypto::wipe(&mut self.0);
+        self.1.give(std::mem::take(&mut self.0));
+    }
+}
+
+/// Wiped chunk buffers (zeros, a whole chunk long) kept for new dirty chunks: a sealed
+/// chunk's buffer becomes the next one's, so writers and sealers do not churn the allocator
+/// (whose per-thread arenas kept freed buffers resident: 42 MiB peak against 24 for a
+/// pg_basebackup with two sealers) and a new chunk needs no zeroing of its own.
+struct Buffers {
+    free: Mutex<Vec<Vec<u8>>>,
+    chunk: usize,
+    /// Most buffers kept (the sealer queue's bound and one per sealer and writer more).
+    keep: usize,
+}
+
+impl Buffers {
+    fn new(chunk: usize, keep: usize) -> Self {
+        Buffers { free: Mutex::new(Vec::new()), chunk, keep }
+    }
+
+    /// A buffer of zeros, a whole chunk long.
+    fn take(&self) -> Vec<u8> {
+        self.free.lock().unwrap().pop().unwrap_or_else(|| vec![0; self.chunk])
+    }
+
+    /// Wipes `buf` and keeps it if it is a whole chunk long and there is room.
+    fn give(&self, mut buf: Vec<u8>) {
+        crypto::wipe(&mut buf);
+        if buf.len() == self.chunk && buf.capacity() == self.chunk {
+            let mut free = self.free.lock().unwrap();
+            if free.len() < self.keep {
+                free.push(buf);
+            }
+        }
     }
 }
 
@@ -275,6 +308,8 @@ pub struct Fs {
     read_ends: Mutex<lru::LruCache<u64, u64>>,
     /// Seals handed-over chunks (no threads: on the thread that hands them over).
     sealers: Pool,
+    /// Chunk buffers for reuse.
+    buffers: Arc<Buffers>,
     /// Tests: the next this many seals fail as an append to the cache would.
     #[cfg(test)]
     fail_seals: Arc<std::sync::atomic::AtomicU32>,
@@ -285,6 +320,7 @@ const READ_ENDS: usize = 1024;
 
 impl Fs {
     pub fn new(vault: Vault) -> Self {
+        let vault_chunk = vault.chunk_size() as usize;
         Self {
             vault: Arc::new(vault),
             sync_store: false,
@@ -295,6 +331,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             read_ends: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(READ_ENDS).unwrap())),
             sealers: Pool::new(0, 1),
+            buffers: Arc::new(Buffers::new(vault_chunk, 8)),
             #[cfg(test)]
             fail_seals: Arc::default(),
         }
@@ -304,7 +341,9 @@ impl Fs {
     /// behind a queue of `SEAL_QUEUE_BYTES`. A read-only vault seals nothing and starts none.
     pub fn with_sealers(mut self, threads: usize) -> Self {
         let threads = if self.vault.read_only() { 0 } else { threads };
-        self.sealers = Pool::new(threads, Self::seal_queue(threads, self.vault.chunk_size()));
+        let queue = Self::seal_queue(threads, self.vault.chunk_size());
+        self.sealers = Pool::new(threads, queue);
+        self.buffers = Arc::new(Buffers::new(self.vault.chunk_size() as usize, queue + 2 * threads + 8));
         self
     }
 
@@ -762,17 +801,15 @@ impl Fs {
                         // A chunk only partly overwritten starts from its stored content: the
                         // version being sealed if there is one, else the catalog's.
                         let existing = format::chunk_len(p.index, size, cs);
-                        let mut buf = Vec::with_capacity(cs as usize);
+                        let mut buf = self.buffers.take(); // zeros
                         let mut known = Coverage::default();
                         let sealing = f.sealing.get(&p.index).and_then(|s| s.bytes().map(|b| (b, s.known.clone())));
                         if let Some((b, k)) = sealing.filter(|_| !(p.within == 0 && p.len >= existing)) {
-                            buf.extend_from_slice(&b.0);
+                            buf.copy_from_slice(&b.0);
                             known = k;
                         } else if existing > 0 && !(p.within == 0 && p.len >= existing) {
                             let stored = self.load_chunk(ino, &file_id, p.index, &mut buf)?;
                             known.add(0, stored, cs as usize);
-                        } else {
-                            buf.resize(cs as usize, 0);
                         }
                         new_dirty += 1;
                         e.insert(Dirty { buf, known, touched: now })
@@ -846,11 +883,11 @@ impl Fs {
                 let Some(mut d) = f.dirty.remove(&index) else { continue };
                 let len = format::chunk_len(index, size, cs);
                 if len == 0 {
-                    crypto::wipe(&mut d.buf);
+                    self.buffers.give(std::mem::take(&mut d.buf));
                     self.vault.catalog().add_unsealed(ino, -1);
                     continue;
                 }
-                let plain = Arc::new(Plain(std::mem::take(&mut d.buf)));
+                let plain = Arc::new(Plain(std::mem::take(&mut d.buf), self.buffers.clone()));
                 let ticket = f.tickets.take();
                 let slot = Arc::new(InFlight { ticket, known: d.known, state: Mutex::new(SealState::Sealing(plain.clone())) });
                 f.sealing.insert(index, slot.clone());
