@@ -301,12 +301,23 @@ impl ChunkCodec {
     /// `open` for a body bound to `place`; a content-named chunk must also hash to its id.
     pub fn open_at(&self, place: Place<'_>, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
         out.clear();
+        let r = self.decode_at(place, c, sealed, out).and_then(|()| match place {
+            Place::Content(id) if !crypto::ct_eq(&self.content_id(out), id) => Err(ChunkError::WrongContent { at: at(c) }),
+            _ => Ok(()),
+        });
+        if r.is_err() {
+            crypto::wipe(out);
+            out.clear();
+        }
+        r
+    }
+
+    /// Authenticates the body and decodes its plaintext into `out` (bounded by `place`).
+    fn decode_at(&self, place: Place<'_>, c: &ChunkRef, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
         let max = self.max_plain_at(place);
         if !self.encoded {
             self.open_body(place, c, sealed, out)?;
             if out.len() > max {
-                crypto::wipe(out);
-                out.clear();
                 return Err(ChunkError::Malformed { at: at(c), why: "longer than a chunk" });
             }
             return Ok(());
@@ -318,15 +329,7 @@ impl ChunkCodec {
                 .map_err(|why| ChunkError::Malformed { at: at(c), why })
         });
         crypto::wipe(&mut body);
-        r?;
-        if let Place::Content(id) = place
-            && !crypto::ct_eq(&self.content_id(out), id)
-        {
-            crypto::wipe(out);
-            out.clear();
-            return Err(ChunkError::WrongContent { at: at(c) });
-        }
-        Ok(())
+        r
     }
 
     /// The AEAD layer alone: length and tag against the metadata, then authentication.
@@ -410,6 +413,12 @@ mod tests {
         let r = chunk_ref(&sealed, tag);
         assert!(matches!(codec.open_at(Place::Content(&other), &r, &sealed, &mut out), Err(ChunkError::WrongContent { .. })));
         assert!(out.is_empty(), "the plaintext is wiped, not handed out");
+        // The id is checked whatever the body encoding (a vault without the codec flag too).
+        let plain_codec = ChunkCodec::new(&header(0), key(), Compression::Off).with_id_key(Secret32::from_bytes([8; 32]));
+        let tag = plain_codec.seal_at(Place::Content(&other), &plain, &mut sealed);
+        let r = chunk_ref(&sealed, tag);
+        assert!(matches!(plain_codec.open_at(Place::Content(&other), &r, &sealed, &mut out), Err(ChunkError::WrongContent { .. })));
+        assert!(out.is_empty());
         // A node larger than a chunk (64 KiB against a 4 KiB chunk vault).
         let small = VaultHeader { chunk_size: 4096, ..header(format::FLAG_CHUNK_CODEC) };
         let nodes = ChunkCodec::new(&small, key(), Compression::Zstd(1));
