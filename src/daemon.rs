@@ -571,7 +571,7 @@ fn handle(shared: &Shared, mut session: control::Session, cmd: &str) {
                 (v.stats.uploaded_bytes.load(Relaxed) as f64 / shared.mounted_at.elapsed().as_secs_f64().max(1.0)) as u64,
                 v.stats.segments.load(Relaxed),
                 u.retries,
-                v.stats.reads_waiting.load(Relaxed),
+                v.reads_waiting(),
                 u.refused.as_deref().unwrap_or("no").replace(' ', "_"),
                 u.last_error.as_deref().unwrap_or("none").replace(' ', "_")
             ) + &clean_status(v)));

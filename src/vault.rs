@@ -21,6 +21,7 @@ use crate::codec::{ChunkCodec, Compression};
 use crate::keys::{self, KeyError, NewSlot, Opened, Unlock, VaultKeys};
 use crate::lease::{Lease, LeaseError};
 use crate::pins::{Expect, Fingerprint, PinError, Pins, Receipt};
+use crate::packs::{PackError, Packs};
 use crate::readcache::ReadCache;
 use crate::store::{Store, StoreError};
 use crate::uploads::Uploads;
@@ -88,6 +89,16 @@ impl From<CacheError> for VaultError {
         VaultError::Cache(e)
     }
 }
+impl From<PackError> for VaultError {
+    fn from(e: PackError) -> Self {
+        match e {
+            PackError::Cache(e) => VaultError::Cache(e),
+            // A chunk or node that cannot be read: EIO, naming the pack.
+            e @ PackError::Store { .. } => VaultError::Chunk(e.to_string()),
+            PackError::ReadOnly => VaultError::ReadOnly,
+        }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, VaultError>;
 
@@ -120,8 +131,6 @@ struct FrozenCommit {
 /// Counters for status, benchmarks and notes.
 #[derive(Debug, Default)]
 pub struct VaultStats {
-    /// Reads waiting for a store that fails for now (an outage).
-    pub reads_waiting: AtomicU64,
     pub puts: AtomicU64,
     pub uploaded_bytes: AtomicU64,
     pub segments: AtomicU64,
@@ -191,10 +200,8 @@ pub struct Vault {
     /// Seals and opens chunks (compression, padding, AEAD) under the data subkey.
     codec: ChunkCodec,
     store: Arc<dyn Store>,
-    cache: Option<Cache>,
-    /// Clean blocks of stored packs (remote stores only).
-    read_cache: Option<ReadCache>,
-    cache_size: u64,
+    /// The staging packs and the cache they live in; ranges of stored packs.
+    packs: Arc<Packs>,
     catalog: Mutex<Catalog>,
     head: Mutex<Head>,
     commit: Mutex<Option<FrozenCommit>>,
@@ -598,10 +605,8 @@ impl Vault {
             header,
             codec: ChunkCodec::new(&header, keys.data.duplicate(), opts.compression),
             keys,
+            packs: Arc::new(Packs::new(store.clone(), cache, read_cache, opts.cache_size, opts.store_timeout)),
             store,
-            cache,
-            read_cache,
-            cache_size: opts.cache_size,
             catalog: Mutex::new(catalog),
             head: Mutex::new(head),
             commit: Mutex::new(None),
@@ -618,7 +623,7 @@ impl Vault {
             limits: opts.limits,
             stats: VaultStats::default(),
         };
-        if vault.cache.is_some() {
+        if vault.packs.cache().is_some() {
             // A failed recovery keeps the lease: this cache holds data the store lacks.
             vault.recover()?;
         } else {
@@ -628,7 +633,7 @@ impl Vault {
     }
 
     pub fn read_only(&self) -> bool {
-        self.cache.is_none()
+        self.packs.cache().is_none()
     }
 
     /// The vault's fingerprint (a commitment to its id and master key).
@@ -647,7 +652,7 @@ impl Vault {
     }
 
     pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_ref()
+        self.packs.cache()
     }
 
     pub fn catalog(&self) -> MutexGuard<'_, Catalog> {
@@ -661,7 +666,7 @@ impl Vault {
     /// Replays journals left by a process that died, uploads the packs they reference and
     /// writes a checkpoint, so the store holds every byte that was fsynced.
     fn recover(&self) -> Result<()> {
-        let cache = self.cache.as_ref().expect("writable");
+        let cache = self.packs.cache().expect("writable");
         let head = *self.head.lock().unwrap();
         let mut cat = self.catalog.lock().unwrap();
         let mut replayed = 0usize;
@@ -794,7 +799,7 @@ impl Vault {
 
     /// Seals one chunk into the active staging pack.
     pub fn seal_chunk(&self, file_id: &Id, index: u64, plain: &[u8]) -> Result<ChunkRef> {
-        let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        let cache = self.packs.cache().ok_or(VaultError::ReadOnly)?;
         let pipelined = self.uploads.workers() > 0;
         // Back-pressure: with the cache's unstored bytes at the bound, wait for uploads. The
         // timeout runs from the moment the cache filled, not per chunk: a request sealing many
@@ -831,10 +836,7 @@ impl Vault {
         }
         let mut sealed = Vec::with_capacity(plain.len() + format::SEAL_OVERHEAD);
         let tag = self.codec.seal(file_id, index, plain, &mut sealed);
-        let (pack, offset) = cache.append_chunk(&sealed)?;
-        if let Some(rc) = &self.read_cache {
-            rc.set_budget(self.clean_budget()); // staged data takes room from clean data
-        }
+        let (pack, offset) = self.packs.append(&sealed)?;
         if pipelined {
             self.uploads.enqueue(cache.take_closed_packs(false)?);
         }
@@ -843,7 +845,7 @@ impl Vault {
 
     /// Runs one upload worker until `stop_uploads` (the daemon starts several).
     pub fn run_uploader(&self) {
-        let Some(cache) = &self.cache else { return };
+        let Some(cache) = self.packs.cache() else { return };
         self.uploads.work(|id| {
             self.upload_pack(cache, id).map_err(|e| crate::uploads::Failure {
                 permanent: matches!(&e, VaultError::Store(s) if s.is_permanent()),
@@ -860,79 +862,25 @@ impl Vault {
         self.uploads.status()
     }
 
-    /// Sealed bytes of `len` bytes at `offset` of a pack: from the cache while it is staged,
-    /// else through the clean read cache (remote stores), else from the store. The flag says
-    /// the bytes came from the clean cache (which `verified` may have to drop).
-    fn pack_range(&self, pack: &Id, offset: u64, len: usize) -> Result<(Vec<u8>, bool)> {
-        if let Some(cache) = &self.cache
-            && let Some(s) = cache.read_staging(pack, offset, len)?
-        {
-            return Ok((s, false));
-        }
-        let at = |e: StoreError| VaultError::Chunk(format!("pack {} offset {offset}: {e}", format::hex(pack)));
-        // A remote store that fails for a reason that may pass (an outage, a timeout) is
-        // waited for within --store-timeout: a write's read-modify-write during an outage
-        // waits instead of failing. Missing, short or refused objects fail at once.
-        let started = std::time::Instant::now();
-        let mut backoff = std::time::Duration::from_millis(100);
-        let mut waiting = false;
-        let result = loop {
-            let r = match &self.read_cache {
-                Some(rc) => {
-                    rc.set_budget(self.clean_budget());
-                    rc.read(pack, offset, len).map(|b| (b, true))
-                }
-                None => self.store.get_range(&format::pack_name(pack), offset, len).map(|b| (b, false)),
-            };
-            match r {
-                Err(e @ StoreError::Io { .. })
-                    if self.store.is_remote() && started.elapsed() + backoff < self.store_timeout =>
-                {
-                    if !waiting {
-                        waiting = true;
-                        self.stats.reads_waiting.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("a read waits for the store (up to {:?}): {e}", self.store_timeout);
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                }
-                other => break other,
-            }
-        };
-        if waiting {
-            self.stats.reads_waiting.fetch_sub(1, Ordering::Relaxed);
-        }
-        result.map_err(at)
-    }
-
-    /// Bytes the clean cache may hold: the cache's bound minus what is staged.
-    fn clean_budget(&self) -> u64 {
-        self.cache_size.saturating_sub(self.cache.as_ref().map_or(0, |c| c.staged_bytes()))
-    }
-
     /// Fetches these chunks into the clean cache in the background (readahead), skipping
     /// chunks still staged here; adjacent chunks become one range.
     pub fn prefetch(&self, chunks: &[ChunkRef]) {
-        let Some(rc) = &self.read_cache else { return };
-        let staged = |p: &Id| self.cache.as_ref().is_some_and(|c| c.staging_file(p).exists());
-        let mut i = 0;
-        while i < chunks.len() {
-            let (pack, start) = (chunks[i].pack, chunks[i].offset);
-            let mut end = start + chunks[i].len as u64;
-            i += 1;
-            while i < chunks.len() && chunks[i].pack == pack && chunks[i].offset == end {
-                end += chunks[i].len as u64;
-                i += 1;
-            }
-            if !staged(&pack) {
-                rc.prefetch(&pack, start, end - start);
-            }
-        }
+        self.packs.prefetch(chunks)
     }
 
     /// The clean read cache, if this mount keeps one.
     pub fn read_cache(&self) -> Option<&ReadCache> {
-        self.read_cache.as_ref()
+        self.packs.read_cache()
+    }
+
+    /// The pack layer (shared with the readers of the metadata tree).
+    pub fn packs(&self) -> &Arc<Packs> {
+        &self.packs
+    }
+
+    /// Reads now waiting for a store outage to pass.
+    pub fn reads_waiting(&self) -> u64 {
+        self.packs.reads_waiting()
     }
 
     /// Reads and authenticates several chunks of one file, fetching runs that are adjacent in
@@ -956,19 +904,16 @@ impl Vault {
                 j += 1;
             }
             let len = (end - first.offset) as usize;
-            let (run, from_clean) = self.pack_range(&first.pack, first.offset, len).map_err(|e| (chunks[i].0, e))?;
+            let (run, from_clean) = self.packs.range(&first.pack, first.offset, len).map_err(|e| (chunks[i].0, e.into()))?;
             let mut r = self.open_run(file_id, &chunks[i..j], &run, &mut plain, &mut visit);
-            if let (Err((_, e)), true, Some(rc)) = (&r, from_clean, &self.read_cache) {
+            if let (Err((_, e)), true) = (&r, from_clean) {
                 // A damaged clean cache costs a GET, never an EIO: drop its blocks, ask the store.
                 log::warn!(
                     "clean cache: pack {} offset {} failed authentication ({e}); reading the store",
                     format::hex(&first.pack),
                     first.offset
                 );
-                rc.invalidate(&first.pack, first.offset, len);
-                let fresh = self.store.get_range(&format::pack_name(&first.pack), first.offset, len).map_err(|e| {
-                    (chunks[i].0, VaultError::Chunk(format!("pack {} offset {}: {e}", format::hex(&first.pack), first.offset)))
-                })?;
+                let fresh = self.packs.refetch(&first.pack, first.offset, len).map_err(|e| (chunks[i].0, e.into()))?;
                 r = self.open_run(file_id, &chunks[i..j], &fresh, &mut plain, &mut visit);
             }
             r?;
@@ -1026,11 +971,13 @@ impl Vault {
     /// Past a quarter of the pending bound (the records of chunks moved so far), they go to the
     /// journal first (committing a full one), so a run of moves never outgrows a journal.
     pub fn append_sealed(&self, sealed: &[u8]) -> Result<(Id, u64)> {
-        let cache = self.cache.as_ref().ok_or(VaultError::ReadOnly)?;
+        if self.read_only() {
+            return Err(VaultError::ReadOnly);
+        }
         if self.catalog.lock().unwrap().pending_bytes() >= self.limits.max_pending_bytes / 4 {
             self.flush_journal()?;
         }
-        Ok(cache.append_chunk(sealed)?)
+        Ok(self.packs.append(sealed)?)
     }
 
     /// Checks a sealed chunk against what the metadata records, then opens and decodes it
@@ -1047,7 +994,7 @@ impl Vault {
     /// records go into the next one; if that commit fails (the store is out), the journal's
     /// refusal is the error (ENOSPC), and the records stay pending.
     pub fn flush_journal(&self) -> Result<()> {
-        let Some(cache) = &self.cache else { return Ok(()) };
+        let Some(cache) = self.packs.cache() else { return Ok(()) };
         let appended = {
             let mut cat = self.catalog.lock().unwrap();
             self.append_pending(cache, &mut cat)
@@ -1095,7 +1042,7 @@ impl Vault {
     /// Makes everything journaled so far durable in the store. Returns whether a segment was
     /// written.
     pub fn commit(&self) -> Result<bool> {
-        let Some(cache) = &self.cache else { return Ok(false) };
+        let Some(cache) = self.packs.cache() else { return Ok(false) };
         if self.lease_lost.load(Ordering::SeqCst) {
             return Err(VaultError::Lease(LeaseError::Lost(
                 "another mount took this vault's writer lease; commits stop, the data stays in the cache".into(),
@@ -1174,7 +1121,7 @@ impl Vault {
 
     /// Bytes in the cache's current journal (the daemon commits early past half its bound).
     pub fn journal_bytes(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.journal_len())
+        self.packs.cache().map_or(0, |c| c.journal_len())
     }
 
     /// The bounds this vault was opened with.
@@ -1241,7 +1188,7 @@ impl Vault {
         }
         let name = format::segment_name(seq);
         let hash = crypto::hash32(object);
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = self.packs.cache() {
             // Before the segment can exist: recovery then knows a journal of this seq whose
             // segment holds these bytes is in the store, not passed by another writer. What
             // this cache committed is the head it extends (recorded at mount and each commit).
@@ -1263,7 +1210,7 @@ impl Vault {
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
         head.seq = seq;
         head.hash = hash;
-        if let Some(cache) = &self.cache
+        if let Some(cache) = self.packs.cache()
             && let Err(e) = cache.record_head(&KnownHead { committed: Some((seq, hash)), writing: None })
         {
             // Only a later recovery's certainty suffers: it then refuses rather than guesses.
@@ -1360,7 +1307,7 @@ impl Vault {
 
     /// Bytes staged but not yet in the store, and packs not yet in the store.
     pub fn backlog(&self) -> (u64, usize) {
-        match &self.cache {
+        match self.packs.cache() {
             Some(c) => (c.staged_bytes(), self.uploads.in_flight().len() + c.closed_packs()),
             None => (0, 0),
         }
@@ -1718,10 +1665,10 @@ mod tests {
         };
         std::thread::sleep(std::time::Duration::from_millis(700));
         assert!(!reader.is_finished(), "the read waits while the store is out");
-        assert_eq!(v.stats.reads_waiting.load(Ordering::Relaxed), 1);
+        assert_eq!(v.reads_waiting(), 1);
         mem.set_reads_down(false);
         assert_eq!(reader.join().unwrap().unwrap(), b"alpha");
-        assert_eq!(v.stats.reads_waiting.load(Ordering::Relaxed), 0);
+        assert_eq!(v.reads_waiting(), 0);
         drop(v);
         let v = Vault::open(Box::new(mem.clone()), &key(), &opts(1)).unwrap();
         mem.set_reads_down(true);
